@@ -1,0 +1,86 @@
+"""Speed benchmark of meta-training: seconds per iteration split into sampling and meta-update,
+peak memory, and the three ways of batching tasks in the meta-gradient.
+
+Prints figures; it asserts nothing (timings on shared machines are noisy: quote medians).
+"""
+
+from __future__ import annotations
+
+import functools
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from metarl.config import TrainConfig, resolve_threads
+from metarl.linalg import detached_leaves
+from metarl.maml import GradientMode, meta_gradient, reinforce_loss, surrogate_loss
+from metarl.trainer import MetaLearner
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
+
+
+def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dict[str, Any]:
+    """Time ``repeats`` blocks of ``iterations`` meta-iterations after two warm-up iterations."""
+    if iterations < 1 or repeats < 1:
+        raise ValueError("--iterations and --repeats must be >= 1")
+    threads = resolve_threads(config.torch_threads)
+    torch.set_num_threads(threads)
+    learner = MetaLearner(config)
+    state = learner.initial_state()
+    for _ in range(2):
+        state, _ = learner.iteration(state)
+    per_iteration, sampling, update = [], [], []
+    for _ in range(repeats * iterations):
+        state, metrics = learner.iteration(state)
+        per_iteration.append(metrics["time/iteration_s"])
+        sampling.append(metrics["time/rollout_s"])
+        update.append(metrics["time/update_s"])
+    steps_per_iteration = state.env_steps / state.iteration
+
+    batch, _, _ = learner.sample(state.params)
+    params = detached_leaves(state.params)
+    inner, outer = reinforce_loss(learner.policy), surrogate_loss(learner.policy)
+    modes: dict[str, float] = {}
+    variants: tuple[tuple[GradientMode, int | None], ...] = (
+        ("batched", None), ("vmap", 5), ("loop", None)
+    )
+    for mode, chunk in variants:
+        gradient = functools.partial(
+            meta_gradient, inner, outer, params, batch.supports, batch.query, config.inner_lr,
+            config.first_order, mode=mode, chunk_size=chunk,
+        )
+        modes[mode] = _median_seconds(gradient, repeats)
+    return {
+        "env_id": config.env_id,
+        "meta_batch_size": config.meta_batch_size,
+        "episodes_per_task": config.episodes_per_task,
+        "horizon": config.horizon,
+        "inner_steps": config.inner_steps,
+        "outer": config.outer,
+        "torch_threads": threads,
+        "iterations_timed": len(per_iteration),
+        "seconds_per_iteration_median": statistics.median(per_iteration),
+        "sampling_seconds_median": statistics.median(sampling),
+        "meta_update_seconds_median": statistics.median(update),
+        "env_steps_per_iteration": steps_per_iteration,
+        "peak_memory_mb": _peak_rss_mb(),
+        "meta_gradient_seconds": modes,
+        "meta_gradient_ratio_to_batched": {k: v / modes["batched"] for k, v in modes.items()},
+    }

@@ -1,0 +1,288 @@
+"""The `metarl` command: train, evaluate and benchmark from a YAML preset.
+
+    metarl train navigation2d --run-dir runs/nav --meta-batch-size 10
+    metarl eval runs/nav
+    metarl bench navigation2d --iterations 5
+
+Every error is reported as one line `metarl: error: ...` on stderr, never a traceback: exit code 2
+for a malformed command line, 1 for a bad config or file, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+from metarl import __version__
+from metarl.config import ConfigError, TrainConfig, load_config
+
+__all__ = ["main", "resolve_config_path", "split_overrides"]
+
+DEFAULT_PRESET = "navigation2d"
+# Commands whose trailing `--<field> VALUE` pairs override TrainConfig fields.
+_OVERRIDE_COMMANDS = ("train", "bench")
+
+
+class _UsageError(Exception):
+    """A malformed command line (argparse's or ours); reported with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser that raises instead of printing the usage text and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+_OVERRIDE_HELP = (
+    "Any config field can be overridden with --<field-name> VALUE, e.g. --meta-batch-size 10, "
+    "--outer-lr 1e-3, --first-order true, --hidden-sizes '[32, 32]' (values are read as YAML)."
+)
+
+
+def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
+    """The top-level parser and its subcommand parsers by name."""
+    parser = _Parser(
+        prog="metarl",
+        description="Meta-reinforcement learning: train, evaluate and benchmark MAML-RL.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"metarl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="meta-train a policy",
+        description="Meta-train a policy; writes config, metrics and checkpoints to the run dir.",
+        epilog=_OVERRIDE_HELP,
+        allow_abbrev=False,
+    )
+    train.add_argument("config", metavar="CONFIG", help="YAML file or preset name in experiments/")
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        help="output folder; must not exist or be empty (default: runs/<config>-<time>)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a trained run on held-out tasks",
+        description="Evaluate a run's meta-policy after 0..STEPS inner steps on new tasks.",
+        allow_abbrev=False,
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="folder of a train run")
+    evaluate.add_argument("--tasks", type=_count(1), default=40, help="tasks (default: 40)")
+    evaluate.add_argument(
+        "--steps", type=_count(0), default=3, help="inner gradient steps (default: 3)"
+    )
+    evaluate.add_argument(
+        "--episodes", type=_count(1), default=40, help="episodes per task and step (default: 40)"
+    )
+    evaluate.add_argument(
+        "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="which checkpoint to evaluate (default: best)",
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time training iterations",
+        description="Time a few training iterations and print the timings as JSON.",
+        epilog=_OVERRIDE_HELP,
+        allow_abbrev=False,
+    )
+    bench.add_argument(
+        "config",
+        metavar="CONFIG",
+        nargs="?",
+        default=DEFAULT_PRESET,
+        help=f"YAML file or preset name (default: {DEFAULT_PRESET})",
+    )
+    bench.add_argument(
+        "--iterations", type=_count(1), default=5, help="timed iterations (default: 5)"
+    )
+    bench.add_argument("--repeats", type=_count(1), default=3, help="repetitions (default: 3)")
+    return parser, {"train": train, "eval": evaluate, "bench": bench}
+
+
+def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[str], dict[str, str]]:
+    """Split `args` into those for argparse and `--<field> VALUE` config overrides.
+
+    A flag that is not in `known_flags` must name a TrainConfig field (dashes or underscores);
+    its value is the next argument, or follows `=`. Overrides may appear anywhere, so that
+    `--iterations 50 CONFIG` and `CONFIG --iterations 50` are the same.
+    """
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    kept: list[str] = []
+    overrides: dict[str, str] = {}
+    index = 0
+    while index < len(args):
+        token = args[index]
+        index += 1
+        if token == "--":
+            kept.extend(args[index - 1 :])
+            break
+        flag, has_value, value = token.partition("=")
+        if not token.startswith("--") or flag in known_flags:
+            kept.append(token)
+            continue
+        name = flag[2:].replace("-", "_")
+        if name not in fields:
+            raise _UsageError(f"unrecognized option {flag} (not a command flag nor a config field)")
+        if not has_value:
+            if index >= len(args) or args[index].startswith("--"):
+                raise _UsageError(f"option {flag} needs a value")
+            value = args[index]
+            index += 1
+        if name in overrides:
+            raise _UsageError(f"option {flag} given more than once")
+        overrides[name] = value
+    return kept, overrides
+
+
+def _experiments_dir() -> Path:
+    # The presets live in the repository's experiments/ folder, beside the metarl package folder.
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def resolve_config_path(spec: str) -> Path:
+    """A config file path, or a preset name (`navigation2d` or `navigation2d.yaml`) to resolve."""
+    path = Path(spec)
+    if path.exists() or len(path.parts) > 1:
+        return path
+    experiments = _experiments_dir()
+    name = spec if spec.endswith((".yaml", ".yml")) else f"{spec}.yaml"
+    preset = experiments / name
+    if preset.is_file():
+        return preset
+    if not experiments.is_dir():
+        raise ConfigError(
+            f"config {spec!r} is not a file, and no experiments/ folder of presets was found "
+            f"at {experiments}"
+        )
+    presets = ", ".join(sorted(p.stem for p in experiments.glob("*.yaml"))) or "none"
+    raise ConfigError(f"config {spec!r} is neither a file nor a preset (presets: {presets})")
+
+
+def _load(spec: str, overrides: dict[str, str]) -> tuple[Path, TrainConfig]:
+    path = resolve_config_path(spec)
+    return path, load_config(path, overrides)
+
+
+def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    path, config = _load(args.config, overrides)
+    run_dir: Path = args.run_dir or Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError(f"run directory {run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()):
+            raise ConfigError(
+                f"run directory {run_dir} already exists and is not empty; choose another --run-dir"
+            )
+
+    from metarl.trainer import train
+
+    train(config, run_dir, progress=not args.no_progress)
+    print(f"run directory: {run_dir}")
+    print(f"tensorboard:   tensorboard --logdir {run_dir}")
+    print(f"evaluate:      metarl eval {run_dir}")
+    return 0
+
+
+def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+
+    from metarl.evaluation import evaluate_run
+
+    evaluate_run(
+        run_dir,
+        tasks=args.tasks,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    _, config = _load(args.config, overrides)
+
+    from metarl.bench import run_bench
+
+    result = run_bench(config, iterations=args.iterations, repeats=args.repeats)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
+    "train": _train,
+    "eval": _eval,
+    "bench": _bench,
+}
+
+
+def _report(message: str) -> None:
+    print(f"metarl: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `metarl` command with `argv` (default: `sys.argv[1:]`); return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser, subparsers = _build_parser()
+    try:
+        # The subcommand is the first argument that is not a top-level flag.
+        position = next((i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))
+        overrides: dict[str, str] = {}
+        if position < len(args) and args[position] in _OVERRIDE_COMMANDS:
+            subparser = subparsers[args[position]]
+            flags = {flag for action in subparser._actions for flag in action.option_strings}
+            rest, overrides = split_overrides(args[position + 1 :], flags)
+            args = [*args[: position + 1], *rest]
+        namespace = parser.parse_args(args)
+    except _UsageError as error:
+        _report(str(error))
+        return 2
+    except SystemExit as exit_:  # --help and --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+
+    try:
+        return _HANDLERS[namespace.command](namespace, overrides)
+    except KeyboardInterrupt:
+        _report("interrupted")
+        return 130
+    except (ValueError, OSError, yaml.YAMLError) as error:
+        # ConfigError is a ValueError and FileNotFoundError an OSError.
+        _report(str(error) or type(error).__name__)
+        return 1

@@ -1,0 +1,331 @@
+"""Training configuration: one frozen, validated dataclass, read from and written to YAML.
+
+A run is fully described by a `TrainConfig`; the trainer saves it next to the run's results, and
+the presets in `experiments/` are YAML files holding its fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "load_config",
+    "parse_value",
+    "resolve_threads",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration field, value or file; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one MAML-RL training run, checked when the object is built.
+
+    Defaults are those of MAML (Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks", arXiv:1703.03400, section 5.3 and appendix A.2) for 2D
+    navigation, as used by the peers' PyTorch reproduction: 20 tasks of 20 episodes of 100 steps,
+    a 2x64 tanh Gaussian policy, one inner policy-gradient step of rate 0.1, and a TRPO outer step.
+
+    Every invalid value raises `ConfigError` naming the field. Integer fields reject floats,
+    strings and bools; float fields accept integers (stored as floats); `hidden_sizes` accepts a
+    list and stores a tuple.
+
+    Fields:
+        env_id: registered task-distribution environment to meta-train on.
+        iterations: number of outer (meta) updates.
+        meta_batch_size: tasks sampled per outer update (N).
+        episodes_per_task: episodes sampled per task, for support and again for query (B).
+        horizon: maximum steps per episode (T).
+        hidden_sizes: widths of the policy's hidden layers; empty gives a linear policy.
+        activation: hidden-layer nonlinearity, "tanh" or "relu".
+        init_log_std: initial log standard deviation of the Gaussian policy.
+        inner_lr: step size of the inner (adaptation) policy-gradient step (alpha).
+        inner_steps: inner gradient steps per task (S).
+        first_order: drop second-order terms of the meta-gradient (FOMAML).
+        outer: outer optimiser, "trpo" or "reinforce" (Adam on the query surrogate).
+        outer_lr: Adam learning rate of the "reinforce" outer step (beta).
+        max_kl: TRPO trust-region bound on the mean KL divergence.
+        cg_iters: conjugate-gradient iterations for the TRPO step direction.
+        cg_damping: damping added to the Fisher-vector products (F + damping * I).
+        ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
+        ls_max_steps: maximum TRPO line-search steps before the update is rejected.
+        fvp_fraction: fraction of support and query steps used for Fisher-vector products.
+        gamma: discount factor.
+        gae_lambda: GAE lambda (Schulman et al. 2015, arXiv:1506.02438); 1 gives Monte Carlo.
+        normalize_advantages: standardise advantages per task before each policy gradient.
+        baseline_ridge: ridge coefficient of the linear feature baseline's least-squares fit.
+        seed: seed of every random number generator of the run.
+        torch_threads: torch intra-op threads; 0 picks the free cores (see `resolve_threads`).
+        log_interval: iterations between two stdout lines.
+        checkpoint_interval: iterations between two saved checkpoints.
+        eval_tasks: tasks in the held-out evaluation at the end of training.
+        eval_steps: inner gradient steps evaluated (returns after 0..eval_steps steps).
+        eval_episodes: episodes per task and per step in the evaluation.
+    """
+
+    env_id: str = "metarl/Navigation2D-v0"
+    iterations: int = 500
+    meta_batch_size: int = 20
+    episodes_per_task: int = 20
+    horizon: int = 100
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    init_log_std: float = 0.0
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    first_order: bool = False
+    outer: str = "trpo"
+    outer_lr: float = 1e-3
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_backtrack: float = 0.8
+    ls_max_steps: int = 15
+    fvp_fraction: float = 0.1
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+    baseline_ridge: float = 1e-5
+    seed: int = 0
+    torch_threads: int = 0
+    log_interval: int = 10
+    checkpoint_interval: int = 50
+    eval_tasks: int = 40
+    eval_steps: int = 3
+    eval_episodes: int = 40
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = _coerce(field.name, getattr(self, field.name), hints[field.name])
+            # Frozen dataclass: normalised values (int -> float, list -> tuple) are stored this way.
+            object.__setattr__(self, field.name, value)
+
+        _require(self, "env_id", bool(self.env_id.strip()), "a non-empty string")
+        for name in (
+            "iterations",
+            "meta_batch_size",
+            "episodes_per_task",
+            "horizon",
+            "inner_steps",
+            "cg_iters",
+            "ls_max_steps",
+            "log_interval",
+            "checkpoint_interval",
+            "eval_tasks",
+            "eval_episodes",
+        ):
+            _require(self, name, getattr(self, name) >= 1, ">= 1")
+        for name in ("seed", "torch_threads", "eval_steps"):
+            _require(self, name, getattr(self, name) >= 0, ">= 0")
+        for name in ("inner_lr", "outer_lr", "max_kl", "baseline_ridge"):
+            _require(self, name, getattr(self, name) > 0, "> 0")
+        _require(self, "cg_damping", self.cg_damping >= 0, ">= 0")
+        _require(self, "ls_backtrack", 0 < self.ls_backtrack < 1, "in (0, 1)")
+        _require(self, "fvp_fraction", 0 < self.fvp_fraction <= 1, "in (0, 1]")
+        for name in ("gamma", "gae_lambda"):
+            _require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
+        _require(self, "init_log_std", math.isfinite(self.init_log_std), "finite")
+        _require(
+            self,
+            "hidden_sizes",
+            all(size >= 1 for size in self.hidden_sizes),
+            "a list of integers >= 1",
+        )
+        _require(self, "activation", self.activation in _ACTIVATIONS, _one_of(_ACTIVATIONS))
+        _require(self, "outer", self.outer in _OUTERS, _one_of(_OUTERS))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> TrainConfig:
+        """Build a config from a mapping of field names to values; missing fields get defaults."""
+        known = [field.name for field in dataclasses.fields(cls)]
+        for key in data:
+            if not isinstance(key, str):
+                raise ConfigError(f"config field names must be strings, got {key!r}")
+            if key not in known:
+                raise ConfigError(f"unknown config field {key!r} (known: {', '.join(known)})")
+        kwargs: dict[str, Any] = dict(data)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain YAML-safe values, in field order; tuples become lists."""
+        out: dict[str, object] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+_ACTIVATIONS = ("tanh", "relu")
+_OUTERS = ("trpo", "reinforce")
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(choice) for choice in choices)
+
+
+def _require(config: TrainConfig, name: str, ok: bool, requirement: str) -> None:
+    if not ok:
+        value = getattr(config, name)
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"{name} must be {requirement}, got {shown!r}")
+
+
+def _type_error(name: str, value: object, expected: str) -> ConfigError:
+    return ConfigError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _coerce(name: str, value: object, annotation: object) -> object:
+    """Check `value` against the field's annotation; return it in the field's canonical type."""
+    # bool is a subclass of int, so it is excluded explicitly from the numeric fields.
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise _type_error(name, value, "true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(name, value, "an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(name, value, "a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise _type_error(name, value, "a string")
+        return value
+    if annotation == tuple[int, ...]:
+        if not isinstance(value, (list, tuple)) or any(
+            isinstance(item, bool) or not isinstance(item, int) for item in value
+        ):
+            raise _type_error(name, value, "a list of integers")
+        return tuple(value)
+    raise TypeError(f"no validation rule for field {name} of type {annotation!r}")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that also reads exponent floats without a dot, such as 1e-3.
+
+    Plain PyYAML follows YAML 1.1, where "1e-3" is a string; YAML 1.2 and most people read it as
+    a number, so a learning rate written that way would otherwise be rejected as text.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _yaml_error(source: str, error: yaml.YAMLError) -> ConfigError:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}"
+        return ConfigError(_one_line(f"invalid YAML in {where}: {error.problem}"))
+    return ConfigError(_one_line(f"invalid YAML in {source}: {error}"))
+
+
+def parse_value(text: str) -> object:
+    """Parse one command-line value as YAML: "10" -> 10, "1e-3" -> 0.001, "[32, 32]" -> list."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(_one_line(f"cannot read value {text!r} as YAML: {problem}")) from None
+
+
+def load_config(path: str | Path, overrides: Mapping[str, str] | None = None) -> TrainConfig:
+    """Read a YAML config file, then apply `overrides` (field -> value text, parsed as YAML).
+
+    An empty file gives the defaults. Override names may use dashes for underscores.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config path {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(_one_line(f"cannot read config file {path}: {error}")) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as error:
+        raise _yaml_error(str(path), error) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of field names to values, "
+            f"got {type(data).__name__}"
+        )
+    merged: dict[str, object] = dict(data)
+    for key, text_value in (overrides or {}).items():
+        merged[key.replace("-", "_")] = parse_value(text_value)
+    return TrainConfig.from_dict(merged)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write `config` as YAML (fields in declaration order), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def resolve_threads(requested: int) -> int:
+    """Number of torch threads to use: `requested` if positive, else the free cores, at least 1.
+
+    Free cores are those this process may run on (CPU affinity, capped by a cgroup CPU quota)
+    minus those busy with other work, estimated by the 1-minute load average. More threads than
+    free cores makes torch's intra-op threads wait on each other and can run many times slower.
+    """
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"torch_threads must be an integer >= 0, got {requested!r}")
+    if requested > 0:
+        return requested
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.floor(quota)))
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, cores - busy)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPU limit of this cgroup (v2 `cpu.max`), in cores, or None when unlimited or unknown."""
+    try:
+        fields = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()
+    except OSError:
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = float(fields[0]), float(fields[1])
+    except ValueError:
+        return None
+    return quota / period if period > 0 else None

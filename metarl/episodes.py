@@ -1,0 +1,106 @@
+"""Episodes as time-major tensors with a validity mask, and the pure functions derived from them.
+
+Shapes follow DESIGN.md: ``[N tasks, T time, B episodes, ...]``. ``mask[n, t, b]`` is 1 while
+episode ``b`` of task ``n`` is still running at step ``t`` and 0 after it terminated. Nothing here
+changes its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Episodes(NamedTuple):
+    observations: Tensor  # [N, T, B, obs]
+    actions: Tensor  # [N, T, B, act]
+    rewards: Tensor  # [N, T, B]
+    mask: Tensor  # [N, T, B], 1.0 on valid steps
+
+    @property
+    def num_steps(self) -> int:
+        """Valid environment steps in the batch."""
+        return int(self.mask.sum().item())
+
+
+class StepBatch(NamedTuple):
+    """Episodes flattened to ``[N, M = T*B]`` steps with their advantages: what losses consume.
+
+    The leading task dimension may be absent (one task: ``[M, ...]``).
+    """
+
+    observations: Tensor  # [N, M, obs]
+    actions: Tensor  # [N, M, act]
+    advantages: Tensor  # [N, M]
+    mask: Tensor  # [N, M]
+
+    def subsample(self, index: Tensor) -> StepBatch:
+        """The same steps ``index`` (along M) of every task."""
+        return StepBatch(
+            observations=self.observations.index_select(-2, index),
+            actions=self.actions.index_select(-2, index),
+            advantages=self.advantages.index_select(-1, index),
+            mask=self.mask.index_select(-1, index),
+        )
+
+    def task(self, n: int) -> StepBatch:
+        return StepBatch(*(x[n] for x in self))
+
+
+def to_step_batch(episodes: Episodes, advantages: Tensor) -> StepBatch:
+    n = episodes.rewards.shape[0]
+    return StepBatch(
+        observations=episodes.observations.reshape(n, -1, episodes.observations.shape[-1]),
+        actions=episodes.actions.reshape(n, -1, episodes.actions.shape[-1]),
+        advantages=advantages.reshape(n, -1),
+        mask=episodes.mask.reshape(n, -1),
+    )
+
+
+def episode_returns(episodes: Episodes) -> Tensor:
+    """Undiscounted return of every episode, ``[N, B]``."""
+    return (episodes.rewards * episodes.mask).sum(dim=1)
+
+
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """R_t = sum_{k>=t} gamma^(k-t) r_k over the valid steps, ``[N, T, B]``."""
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = (rewards[:, t] + gamma * running) * mask[:, t]
+        returns[:, t] = running
+    return returns
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
+    """Generalised advantage estimation (Schulman et al. 2015, arXiv:1506.02438, eq. 16).
+
+    The value after an episode's last valid step is taken as 0: termination and the horizon both
+    end the episode, as in the MAML-RL code. With ``lam = 1`` this is ``returns - values``.
+    """
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_value = values[:, t] * mask[:, t]
+        advantages[:, t] = next_advantage
+    return advantages
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the last dimension counting only ``mask == 1`` entries (0 if there are none)."""
+    return (x * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def normalize_per_task(advantages: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Zero mean, unit standard deviation over each task's valid steps; ``[N, ...]`` in and out."""
+    flat = advantages.reshape(advantages.shape[0], -1)
+    flat_mask = mask.reshape(mask.shape[0], -1)
+    mean = masked_mean(flat, flat_mask).unsqueeze(-1)
+    var = masked_mean((flat - mean).pow(2), flat_mask).unsqueeze(-1)
+    normalized = (flat - mean) / (var.sqrt() + eps) * flat_mask
+    return normalized.reshape(advantages.shape)

@@ -1,0 +1,199 @@
+"""The MAML meta-objective and its gradient (Finn et al. 2017, arXiv:1703.03400, Algorithm 3).
+
+For every task of a meta-batch the meta-parameters theta are adapted by ``adapt`` on the task's
+support data, and the adapted parameters phi_i(theta) are scored on its query data. The
+meta-gradient differentiates through the inner step (second order) unless ``first_order``.
+
+Meta-gradient estimator: this is the *original MAML-RL surrogate*. It differentiates the query
+objective through phi_i(theta) but treats the support trajectories as fixed data, ignoring that
+their distribution depends on theta (the term ProMP, Rothfuss et al. 2018, arXiv:1810.06784
+Sec. 5, shows is dropped). It matches the published MAML-RL results.
+
+Tasks are a tensor dimension: parameters are expanded to ``[N, ...]`` and every task's forward
+pass is one batched matmul. ``meta_gradient`` also offers ``torch.func.vmap`` over tasks (with a
+``chunk_size``) and a plain loop, used by the tests (all three agree) and by ``metarl bench``,
+which measures them; the batched form was fastest here (see README).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+from metarl.adaptation import adapt, per_task
+from metarl.episodes import StepBatch, masked_mean
+from metarl.linalg import Params, detached_leaves, gauss_newton_vector_product
+from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+
+GradientMode = Literal["batched", "vmap", "loop"]
+
+
+class QueryBatch(NamedTuple):
+    """Query steps with the sampling (old) policy's outputs, for the TRPO surrogate and KL."""
+
+    steps: StepBatch
+    old_mean: Tensor  # [N, M, act]
+    old_log_std: Tensor  # [N, 1, act]
+    old_log_prob: Tensor  # [N, M]
+
+
+class MetaBatch(NamedTuple):
+    supports: list[StepBatch]  # one per inner step; step s was sampled with phi after s steps
+    query: QueryBatch
+
+
+def reinforce_loss(policy: GaussianMLPPolicy) -> Callable[[Params, StepBatch], Tensor]:
+    """Vanilla policy-gradient loss ``-mean_t log pi(a_t|s_t) A_t`` per task: the inner loss."""
+
+    def loss(params: Params, batch: StepBatch) -> Tensor:
+        log_prob = policy.log_prob(params, batch.observations, batch.actions)
+        return -masked_mean(log_prob * batch.advantages, batch.mask)
+
+    return loss
+
+
+def surrogate_loss(policy: GaussianMLPPolicy) -> Callable[[Params, QueryBatch], Tensor]:
+    """Importance-weighted surrogate ``-mean_t ratio_t A_t`` per task (Schulman et al. 2015,
+    arXiv:1502.05477, eq. 14); its gradient at the sampling parameters is the policy gradient."""
+
+    def loss(params: Params, query: QueryBatch) -> Tensor:
+        log_prob = policy.log_prob(params, query.steps.observations, query.steps.actions)
+        ratio = torch.exp(log_prob - query.old_log_prob)
+        return -masked_mean(ratio * query.steps.advantages, query.steps.mask)
+
+    return loss
+
+
+def query_loss_and_kl(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    batch: MetaBatch,
+    inner_lr: float,
+    first_order: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Mean over tasks of the adapted policies' surrogate loss and of KL(old || adapted)."""
+    n = batch.query.old_log_prob.shape[0]
+    adapted = adapt(reinforce_loss(policy), per_task(params, n), batch.supports, inner_lr,
+                    first_order)
+    steps = batch.query.steps
+    mean, log_std = policy.distribution_params(adapted, steps.observations)
+    ratio = torch.exp(gaussian_log_prob(mean, log_std, steps.actions) - batch.query.old_log_prob)
+    loss = -masked_mean(ratio * steps.advantages, steps.mask).mean()
+    kl = gaussian_kl(batch.query.old_mean, batch.query.old_log_std, mean, log_std)
+    return loss, masked_mean(kl, steps.mask).mean()
+
+
+def meta_gradient(
+    inner_loss: Callable[[Params, Any], Tensor],
+    outer_loss: Callable[[Params, Any], Tensor],
+    params: Params,
+    supports: Sequence[Any],
+    query: Any,
+    inner_lr: float,
+    first_order: bool = False,
+    mode: GradientMode = "batched",
+    chunk_size: int | None = None,
+) -> Params:
+    """Gradient of ``mean_i outer_loss(adapt(params, supports_i), query_i)`` over the tasks.
+
+    Every leaf tensor of ``supports`` and ``query`` has a leading task dimension N.
+    ``mode`` picks how tasks are batched: one stacked computation, ``vmap``, or a loop.
+    """
+    supports = list(supports)
+    n = _task_count(query)
+
+    def task_objective(p: Params, task_supports: list[Any], task_query: Any) -> Tensor:
+        return outer_loss(adapt(inner_loss, p, task_supports, inner_lr, first_order), task_query)
+
+    if mode == "batched":
+
+        def batched_objective(p: Params) -> Tensor:
+            adapted = adapt(inner_loss, per_task(p, n), supports, inner_lr, first_order)
+            return outer_loss(adapted, query).mean()
+
+        grads: Params = torch.func.grad(batched_objective)(params)
+        return grads
+    task_grad = torch.func.grad(task_objective)
+    if mode == "vmap":
+        stacked = torch.func.vmap(task_grad, in_dims=(None, 0, 0), chunk_size=chunk_size)(
+            params, supports, query
+        )
+        return {k: g.mean(0) for k, g in stacked.items()}
+    if mode == "loop":
+        per_task_grads = [
+            task_grad(params, tree_map(lambda x, i=i: x[i], supports),
+                      tree_map(lambda x, i=i: x[i], query))
+            for i in range(n)
+        ]
+        return {k: torch.stack([g[k] for g in per_task_grads]).mean(0) for k in params}
+    raise ValueError(f"unknown meta-gradient mode {mode!r} (known: batched, vmap, loop)")
+
+
+def _task_count(data: Any) -> int:
+    leaves = [x for x in torch.utils._pytree.tree_leaves(data) if isinstance(x, Tensor)]
+    if not leaves:
+        raise ValueError("query data holds no tensors")
+    return int(leaves[0].shape[0])
+
+
+def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generator) -> MetaBatch:
+    """The same random ``fraction`` of steps from every support and the query (at least one).
+
+    TRPO estimates its curvature on a subsample of the data (Schulman et al. 2015,
+    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it.
+    """
+    if fraction >= 1.0:
+        return batch
+
+    def pick(num_steps: int) -> Tensor:
+        keep = max(1, math.ceil(fraction * num_steps))
+        return torch.randperm(num_steps, generator=generator)[:keep].sort().values
+
+    supports = [s.subsample(pick(s.mask.shape[-1])) for s in batch.supports]
+    q = batch.query
+    index = pick(q.steps.mask.shape[-1])
+    query = QueryBatch(
+        steps=q.steps.subsample(index),
+        old_mean=q.old_mean.index_select(-2, index),
+        old_log_std=q.old_log_std,
+        old_log_prob=q.old_log_prob.index_select(-1, index),
+    )
+    return MetaBatch(supports, query)
+
+
+def fisher_vector_product(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    batch: MetaBatch,
+    inner_lr: float,
+    first_order: bool = False,
+    damping: float = 0.0,
+) -> Callable[[Tensor], Tensor]:
+    """``v -> (H + damping I) v`` with H the Hessian in theta of the mean KL(old || phi(theta))
+    over the query steps of ``batch``, evaluated at ``params``, in Gauss-Newton form ``J^T M J``.
+
+    J is the Jacobian of the adapted policies' outputs (means at the query states and log-stds)
+    through the inner step; M is the KL's Hessian in those outputs at the old policy: ``w / var``
+    for each mean and ``2 sum_t w`` for each log-std, w being each step's weight in the mean KL.
+    """
+    n = batch.query.old_log_prob.shape[0]
+    leaves = detached_leaves(params)
+    adapted = adapt(reinforce_loss(policy), per_task(leaves, n), batch.supports, inner_lr,
+                    first_order)
+    steps = batch.query.steps
+    mean, log_std = policy.distribution_params(adapted, steps.observations)
+    weights = steps.mask / (n * steps.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
+    inverse_var = torch.exp(-2 * batch.query.old_log_std)  # [N, 1, act]
+    curvature_mean = weights.unsqueeze(-1) * inverse_var
+    curvature_log_std = (2 * weights.sum(-1)).view(n, 1, 1).expand_as(log_std)
+    return gauss_newton_vector_product(
+        outputs=[mean, log_std],
+        wrt=list(leaves.values()),
+        curvature=[curvature_mean, curvature_log_std],
+        damping=damping,
+    )

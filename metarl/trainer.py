@@ -1,0 +1,255 @@
+"""Meta-training driver: MAML with a TRPO or Adam (REINFORCE) outer step on a task family.
+
+One iteration (Finn et al. 2017, arXiv:1703.03400, Algorithm 3): sample ``meta_batch_size``
+tasks; for each, sample support episodes with theta, adapt by ``inner_steps`` policy-gradient
+steps (resampling with the adapted policy before each later step), sample query episodes with
+the adapted policy; then update theta on the query surrogate through the adaptation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from metarl.adaptation import adapt_step, per_task
+from metarl.baselines import fit_linear_baseline
+from metarl.checkpoint import save_checkpoint
+from metarl.config import TrainConfig, resolve_threads, save_config
+from metarl.envs import make_task_vector_env
+from metarl.episodes import (
+    Episodes,
+    StepBatch,
+    discounted_returns,
+    episode_returns,
+    gae,
+    normalize_per_task,
+    to_step_batch,
+)
+from metarl.linalg import Params, detached_leaves
+from metarl.logger import RunLogger
+from metarl.maml import (
+    MetaBatch,
+    QueryBatch,
+    fisher_vector_product,
+    query_loss_and_kl,
+    reinforce_loss,
+    subsample_steps,
+    surrogate_loss,
+)
+from metarl.outer import AdamState, adam_init, adam_step, flat_gradient, trpo_step
+from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
+from metarl.rollout import rollout
+
+
+class TrainState(NamedTuple):
+    params: Params
+    adam: AdamState | None
+    iteration: int
+    env_steps: int
+    best_return: float
+
+
+def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> GaussianMLPPolicy:
+    return GaussianMLPPolicy(
+        obs_dim, act_dim, config.hidden_sizes, config.activation, config.init_log_std
+    )
+
+
+def advantages_batch(episodes: Episodes, config: TrainConfig) -> StepBatch:
+    """Baseline fit, GAE and (optionally) per-task normalisation, flattened for the losses."""
+    returns = discounted_returns(episodes.rewards, episodes.mask, config.gamma)
+    values = fit_linear_baseline(
+        episodes.observations, returns, episodes.mask, config.baseline_ridge
+    )
+    advantages = gae(episodes.rewards, values, episodes.mask, config.gamma, config.gae_lambda)
+    if config.normalize_advantages:
+        advantages = normalize_per_task(advantages, episodes.mask)
+    return to_step_batch(episodes, advantages)
+
+
+class MetaLearner:
+    """Holds what one run samples with: the vector environment, the policy and the RNGs."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.env = make_task_vector_env(
+            config.env_id, config.meta_batch_size * config.episodes_per_task
+        )
+        torch.manual_seed(config.seed)
+        self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)
+        self.task_rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.inner_loss = reinforce_loss(self.policy)
+
+    def initial_state(self) -> TrainState:
+        params = self.policy.initial_params()
+        adam = adam_init(params) if self.config.outer == "reinforce" else None
+        return TrainState(params, adam, 0, 0, float("-inf"))
+
+    def sample(self, params: Params) -> tuple[MetaBatch, Params, dict[str, float]]:
+        """Support and query episodes for a fresh meta-batch of tasks.
+
+        Also returns the adapted parameters, differentiable with respect to ``params`` when those
+        require grad: the inner steps taken while sampling are the ones the meta-gradient
+        differentiates through, so they are computed once.
+        """
+        c = self.config
+        tasks = self.env.sample_tasks(c.meta_batch_size, self.task_rng)
+        supports: list[StepBatch] = []
+        adapted = per_task(params, c.meta_batch_size)
+        steps = 0
+        support_return = 0.0
+        for s in range(c.inner_steps):
+            episodes = self._rollout(adapted, tasks)
+            if s == 0:
+                support_return = episode_returns(episodes).mean().item()
+            steps += episodes.num_steps
+            supports.append(advantages_batch(episodes, c))
+            adapted = adapt_step(
+                self.inner_loss, adapted, supports[-1], c.inner_lr, c.first_order
+            )
+        query_episodes = self._rollout(adapted, tasks)
+        steps += query_episodes.num_steps
+        query = advantages_batch(query_episodes, c)
+        with torch.no_grad():
+            old_mean, old_log_std = self.policy.distribution_params(adapted, query.observations)
+            old_log_prob = gaussian_log_prob(old_mean, old_log_std, query.actions)
+            old_mean, old_log_std = old_mean.detach(), old_log_std.detach()
+        batch = MetaBatch(supports, QueryBatch(query, old_mean, old_log_std, old_log_prob))
+        metrics = {
+            "support/return": support_return,
+            "query/return": episode_returns(query_episodes).mean().item(),
+            "env/steps_per_iteration": float(steps),
+        }
+        return batch, adapted, metrics
+
+    def _rollout(self, params: Params, tasks: list[Any]) -> Episodes:
+        c = self.config
+        seed = int(self.task_rng.integers(2**31))
+        return rollout(
+            self.env, self.policy, params, tasks, c.episodes_per_task, c.horizon,
+            self.generator, seed,
+        )
+
+    def update(
+        self, state: TrainState, batch: MetaBatch, leaves: Params, adapted: Params
+    ) -> tuple[Params, AdamState | None, dict[str, float]]:
+        """The outer step on ``batch``; returns new parameters, optimiser state and metrics.
+
+        ``leaves`` are ``state.params`` as autograd leaves and ``adapted`` the per-task
+        parameters computed from them while sampling.
+        """
+        c = self.config
+        loss = surrogate_loss(self.policy)(adapted, batch.query).mean()
+
+        def loss_and_kl(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+            return query_loss_and_kl(self.policy, params, batch, c.inner_lr, c.first_order)
+
+        if c.outer == "trpo":
+            gradient = flat_gradient(loss, leaves)
+            fisher = fisher_vector_product(
+                self.policy, state.params, subsample_steps(batch, c.fvp_fraction, self.generator),
+                c.inner_lr, c.first_order, c.cg_damping,
+            )
+            result = trpo_step(
+                state.params, gradient, loss.item(), fisher, loss_and_kl,
+                c.max_kl, c.cg_iters, c.ls_backtrack, c.ls_max_steps,
+            )
+            metrics = {
+                "outer/surrogate_before": result.loss_before,
+                "outer/surrogate_after": result.loss_after,
+                "outer/kl": result.kl,
+                "outer/ls_steps": float(result.line_search_steps),
+                "outer/accepted": float(result.accepted),
+                "outer/cg_residual": result.cg_residual,
+            }
+            return result.params, None, metrics
+        assert state.adam is not None
+        grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+        params, adam = adam_step(state.params, grads, state.adam, c.outer_lr)
+        with torch.no_grad():
+            loss_after, kl = loss_and_kl(params)
+        metrics = {
+            "outer/surrogate_before": loss.item(),
+            "outer/surrogate_after": loss_after.item(),
+            "outer/kl": kl.item(),
+        }
+        return params, adam, metrics
+
+    def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+        start = time.perf_counter()
+        leaves = detached_leaves(state.params)
+        batch, adapted, metrics = self.sample(leaves)
+        sampled = time.perf_counter()
+        params, adam, update_metrics = self.update(state, batch, leaves, adapted)
+        done = time.perf_counter()
+        env_steps = state.env_steps + int(metrics.pop("env/steps_per_iteration"))
+        metrics.update(update_metrics)
+        metrics.update({
+            "time/rollout_s": sampled - start,
+            "time/update_s": done - sampled,
+            "time/iteration_s": done - start,
+            "env/steps": float(env_steps),
+        })
+        best = max(state.best_return, metrics["query/return"])
+        return TrainState(params, adam, state.iteration + 1, env_steps, best), metrics
+
+
+def checkpoint_payload(config: TrainConfig, state: TrainState, query_return: float
+                       ) -> dict[str, Any]:
+    return {
+        "params": state.params,
+        "iteration": state.iteration,
+        "env_steps": state.env_steps,
+        "query_return": query_return,
+        "config": config.to_dict(),
+    }
+
+
+def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Meta-train per ``config``, writing config, logs and checkpoints into ``run_dir``.
+
+    ``checkpoints/best.pt`` holds the parameters with the best post-adaptation training return
+    (the MAML paper's evaluation checkpoint), ``checkpoints/last.pt`` the latest ones; an
+    interruption (Ctrl-C) saves ``last.pt`` before stopping.
+    """
+    torch.set_num_threads(resolve_threads(config.torch_threads))
+    learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    state = learner.initial_state()
+    checkpoints = run_dir / "checkpoints"
+    started = time.perf_counter()
+    metrics: dict[str, float] = {}
+    with RunLogger(run_dir, config.iterations, progress) as logger:
+        try:
+            while state.iteration < config.iterations:
+                previous_best = state.best_return
+                state, metrics = learner.iteration(state)
+                echo = state.iteration % config.log_interval == 0 or state.iteration == 1
+                logger.log(state.iteration, metrics, echo)
+                if state.best_return > previous_best:
+                    save_checkpoint(checkpoints / "best.pt",
+                                    checkpoint_payload(config, state, metrics["query/return"]))
+                if state.iteration % config.checkpoint_interval == 0:
+                    save_checkpoint(checkpoints / "last.pt",
+                                    checkpoint_payload(config, state, metrics["query/return"]))
+        finally:
+            if metrics:
+                save_checkpoint(checkpoints / "last.pt",
+                                checkpoint_payload(config, state, metrics["query/return"]))
+    summary = {
+        "iterations": state.iteration,
+        "minutes": (time.perf_counter() - started) / 60,
+        "env_steps": state.env_steps,
+        "best_query_return": state.best_return,
+        "final_support_return": metrics.get("support/return"),
+        "final_query_return": metrics.get("query/return"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,50 @@
+import torch
+
+from metarl.baselines import baseline_features, fit_linear_baseline
+
+
+def test_features_layout() -> None:
+    obs = torch.full((1, 3, 1, 2), 2.0, dtype=torch.float64)
+    f = baseline_features(obs)
+    assert f.shape == (1, 3, 1, 8)
+    t = 2 / 100
+    expected = torch.tensor([2.0, 2.0, 4.0, 4.0, t, t**2, t**3, 1.0], dtype=torch.float64)
+    assert torch.allclose(f[0, 2, 0], expected)
+
+
+def test_fit_recovers_a_linear_target_per_task() -> None:
+    g = torch.Generator().manual_seed(1)
+    n, horizon, episodes = 3, 20, 5
+    obs = torch.randn(n, horizon, episodes, 2, generator=g, dtype=torch.float64)
+    features = baseline_features(obs)
+    weights = torch.randn(n, features.shape[-1], generator=g, dtype=torch.float64)
+    target = torch.einsum("ntbf,nf->ntb", features, weights)  # a different line per task
+    mask = torch.ones(n, horizon, episodes, dtype=torch.float64)
+    fitted = fit_linear_baseline(obs, target, mask, ridge=1e-10)
+    assert torch.allclose(fitted, target, atol=1e-6)
+
+
+def test_fit_matches_lstsq_and_ignores_masked_steps() -> None:
+    g = torch.Generator().manual_seed(2)
+    obs = torch.randn(2, 10, 3, 2, generator=g, dtype=torch.float64)
+    returns = torch.randn(2, 10, 3, generator=g, dtype=torch.float64)
+    mask = torch.ones_like(returns)
+    mask[:, 7:, 0] = 0.0
+    returns_with_junk = returns + (1 - mask) * 1e6  # junk after termination must not matter
+    fitted = fit_linear_baseline(obs, returns_with_junk, mask, ridge=1e-5)
+    for task in range(2):
+        x = baseline_features(obs)[task][mask[task] > 0]
+        y = returns[task][mask[task] > 0]
+        w = torch.linalg.solve(x.T @ x + 1e-5 * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+        assert torch.allclose(fitted[task][mask[task] > 0], x @ w, atol=1e-8)
+    assert torch.all(fitted[mask == 0] == 0)
+
+
+def test_float32_inputs_are_solved_in_float64() -> None:
+    # a constant observation makes X^T X rank-deficient; the ridge keeps it solvable
+    obs = torch.zeros(1, 100, 20, 2)
+    returns = torch.ones(1, 100, 20)
+    fitted = fit_linear_baseline(obs, returns, torch.ones_like(returns))
+    assert fitted.dtype == torch.float32
+    assert torch.isfinite(fitted).all()
+    assert torch.allclose(fitted, returns, atol=1e-3)

@@ -1,0 +1,238 @@
+"""The `metarl` command line: argument handling and one-line errors.
+
+The trainer, evaluation and benchmark are replaced by recording fakes: these tests check only
+what the command passes to them and how it reports bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metarl.cli import main, resolve_config_path, split_overrides
+from metarl.config import TrainConfig
+
+PRESET = Path(__file__).resolve().parent.parent / "experiments" / "navigation2d.yaml"
+
+
+def _fake_module(
+    monkeypatch: pytest.MonkeyPatch, name: str, function: str, result: object
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Install a module `name` whose `function` records its calls and returns `result`."""
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def record(*args: Any, **kwargs: Any) -> object:
+        calls.append((args, kwargs))
+        return result
+
+    module = types.ModuleType(name)
+    setattr(module, function, record)
+    monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+@pytest.fixture
+def fakes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, list[tuple[tuple[Any, ...], dict[str, Any]]]]:
+    return {
+        "train": _fake_module(monkeypatch, "metarl.trainer", "train", {"iterations": 1}),
+        "eval": _fake_module(monkeypatch, "metarl.evaluation", "evaluate_run", {}),
+        "bench": _fake_module(monkeypatch, "metarl.bench", "run_bench", {"iteration_s": 0.5}),
+    }
+
+
+def _assert_one_error_line(capsys: pytest.CaptureFixture[str], needle: str) -> None:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("metarl: error: "), lines[0]
+    assert needle in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_unknown_flag(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
+    assert main(["train", "navigation2d", "--learning-rate", "0.1"]) == 2
+    _assert_one_error_line(capsys, "--learning-rate")
+    assert not fakes["train"]
+
+
+def test_unknown_config_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("iterations: 3\nfoo: 1\n")
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 1
+    _assert_one_error_line(capsys, "unknown config field 'foo'")
+    assert not fakes["train"]
+
+
+def test_wrong_type(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
+    assert main(["train", "navigation2d", "--meta-batch-size", "abc"]) == 1
+    _assert_one_error_line(capsys, "meta_batch_size")
+
+
+def test_negative_learning_rate(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
+    assert main(["train", "navigation2d", "--inner-lr", "-0.1"]) == 1
+    _assert_one_error_line(capsys, "inner_lr must be > 0")
+
+
+def test_missing_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 1
+    _assert_one_error_line(capsys, "missing.yaml")
+
+
+def test_unknown_preset(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
+    assert main(["bench", "no-such-preset"]) == 1
+    _assert_one_error_line(capsys, "navigation2d")
+
+
+def test_corrupt_yaml_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("iterations: [1, 2\nhorizon: : :\n")
+    assert main(["train", str(config)]) == 1
+    _assert_one_error_line(capsys, "invalid YAML")
+
+
+def test_eval_of_missing_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    assert main(["eval", str(tmp_path / "nope")]) == 1
+    _assert_one_error_line(capsys, "does not exist")
+    assert not fakes["eval"]
+
+
+def test_train_leaves_non_empty_run_dir_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    kept = run_dir / "notes.txt"
+    kept.write_text("precious\n")
+    assert main(["train", "navigation2d", "--run-dir", str(run_dir)]) == 1
+    _assert_one_error_line(capsys, "already exists and is not empty; choose another --run-dir")
+    assert kept.read_text() == "precious\n"
+    assert list(run_dir.iterdir()) == [kept]
+    assert not fakes["train"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["fly"],
+        ["train"],
+        ["train", "navigation2d", "--iterations"],
+        ["train", "navigation2d", "--seed", "1", "--seed", "2"],
+        ["train", "navigation2d", "surplus"],
+        ["eval", "runs/x", "--tasks", "0"],
+        ["eval", "runs/x", "--checkpoint", "first"],
+        ["eval", "runs/x", "--inner-lr", "0.1"],
+        ["bench", "--repeats", "many"],
+    ],
+)
+def test_usage_errors_are_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    assert main(argv) == 2
+    _assert_one_error_line(capsys, "")
+    assert not any(fakes.values())
+
+
+def test_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--help"]) == 0
+    assert "--run-dir" in capsys.readouterr().out
+
+
+def test_train_passes_overrides_and_run_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["train", "--meta-batch-size", "10", "navigation2d.yaml", "--run-dir", str(run_dir)]
+    argv += ["--hidden-sizes", "[32,32]", "--first-order=true", "--outer_lr", "1e-4"]
+    assert main([*argv, "--no-progress"]) == 0
+    [(args, kwargs)] = fakes["train"]
+    assert args == (
+        TrainConfig(meta_batch_size=10, hidden_sizes=(32, 32), first_order=True, outer_lr=1e-4),
+        run_dir,
+    )
+    assert kwargs == {"progress": False}
+    out = capsys.readouterr().out
+    assert f"tensorboard --logdir {run_dir}" in out
+
+
+def test_train_default_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fakes: dict[str, Any]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    assert main(["train", str(PRESET)]) == 0
+    [(args, kwargs)] = fakes["train"]
+    run_dir = args[1]
+    assert run_dir.parent == Path("runs")
+    assert run_dir.name.startswith("navigation2d-")
+    assert kwargs == {"progress": True}
+
+
+def test_train_accepts_an_empty_existing_run_dir(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    assert main(["train", "navigation2d", "--run-dir", str(tmp_path)]) == 0
+    assert fakes["train"][0][0][1] == tmp_path
+
+
+def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
+    assert main(["eval", str(tmp_path), "--steps", "0", "--checkpoint", "last"]) == 0
+    [(args, kwargs)] = fakes["eval"]
+    assert args == (tmp_path,)
+    assert kwargs == {
+        "tasks": 40,
+        "steps": 0,
+        "episodes": 40,
+        "seed": 1000,
+        "checkpoint": "last",
+        "progress": True,
+    }
+
+
+def test_bench_prints_json(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
+    assert main(["bench", "--iterations", "2", "--horizon", "20"]) == 0
+    [(args, kwargs)] = fakes["bench"]
+    assert args == (TrainConfig(horizon=20),)
+    assert kwargs == {"iterations": 2, "repeats": 3}
+    assert json.loads(capsys.readouterr().out) == {"iteration_s": 0.5}
+
+
+def test_interrupt_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    module = types.ModuleType("metarl.bench")
+    setattr(module, "run_bench", interrupted)  # noqa: B010 - a fake module has no declared attrs
+    monkeypatch.setitem(sys.modules, "metarl.bench", module)
+    assert main(["bench"]) == 130
+    _assert_one_error_line(capsys, "interrupted")
+
+
+def test_resolve_config_path() -> None:
+    assert resolve_config_path("navigation2d") == PRESET
+    assert resolve_config_path("navigation2d.yaml") == PRESET
+    assert resolve_config_path(str(PRESET)) == PRESET
+
+
+def test_split_overrides() -> None:
+    kept, overrides = split_overrides(
+        ["--seed", "3", "cfg", "--run-dir", "out", "--init-log-std", "-0.5", "--gamma=0.9"],
+        {"--run-dir", "--no-progress"},
+    )
+    assert kept == ["cfg", "--run-dir", "out"]
+    assert overrides == {"seed": "3", "init_log_std": "-0.5", "gamma": "0.9"}

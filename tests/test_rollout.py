@@ -1,0 +1,41 @@
+import numpy as np
+import torch
+
+from metarl.adaptation import per_task
+from metarl.envs import Navigation2DVectorEnv, Task
+from metarl.policies import GaussianMLPPolicy
+from metarl.rollout import rollout
+
+
+def test_shapes_masks_and_rewards() -> None:
+    env = Navigation2DVectorEnv(2 * 3)
+    tasks = [Task.of(goal=[0.0, 0.05]), Task.of(goal=[0.4, 0.4])]
+    policy = GaussianMLPPolicy(2, 2, (8,), init_log_std=-20.0)  # nearly deterministic
+    params = policy.initial_params()
+    for k in params:
+        if k != "log_std":
+            params[k] = torch.zeros_like(params[k])
+    params["layers.1.bias"] = torch.tensor([0.0, 0.05])  # always step (0, 0.05)
+    episodes = rollout(env, policy, params, tasks, 3, 10, torch.Generator().manual_seed(0))
+    assert episodes.observations.shape == (2, 10, 3, 2)
+    assert episodes.rewards.shape == (2, 10, 3) and episodes.mask.shape == (2, 10, 3)
+    # task 0 reaches its goal on the first step: one valid step, then masked
+    assert torch.equal(episodes.mask[0, :, 0], torch.tensor([1.0] + [0.0] * 9))
+    assert episodes.rewards[0, 1:].abs().sum() == 0
+    # task 1 never terminates: reward -|(0.4, 0.4) - (0, 0.05 (t + 1))|
+    t = np.arange(10)
+    expected = -np.hypot(0.4, 0.4 - 0.05 * (t + 1))
+    assert np.allclose(episodes.rewards[1, :, 0].numpy(), expected, atol=1e-5)
+    assert torch.all(episodes.mask[1] == 1)
+
+
+def test_per_task_parameters_drive_each_task() -> None:
+    env = Navigation2DVectorEnv(2)
+    policy = GaussianMLPPolicy(2, 2, (4,), init_log_std=-20.0)
+    params = per_task(policy.initial_params(), 2)
+    params = {k: torch.zeros_like(v) if k != "log_std" else v for k, v in params.items()}
+    params["layers.1.bias"] = torch.tensor([[0.1, 0.0], [-0.1, 0.0]])
+    tasks = [Task.of(goal=[0.5, 0.5])] * 2
+    episodes = rollout(env, policy, params, tasks, 1, 3, torch.Generator())
+    assert torch.allclose(episodes.observations[0, 2, 0], torch.tensor([0.2, 0.0]))
+    assert torch.allclose(episodes.observations[1, 2, 0], torch.tensor([-0.2, 0.0]))
