@@ -94,12 +94,16 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         allow_abbrev=False,
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="folder of a train run")
-    evaluate.add_argument("--tasks", type=_count(1), default=40, help="tasks (default: 40)")
     evaluate.add_argument(
-        "--steps", type=_count(0), default=3, help="inner gradient steps (default: 3)"
+        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks, 40)"
     )
     evaluate.add_argument(
-        "--episodes", type=_count(1), default=40, help="episodes per task and step (default: 40)"
+        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
+    )
+    evaluate.add_argument(
+        "--episodes",
+        type=_count(1),
+        help="episodes per task and step (default: the run's eval_episodes, 40)",
     )
     evaluate.add_argument(
         "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"

@@ -72,7 +72,7 @@ class TrainConfig:
         torch_threads: torch intra-op threads; 0 picks the free cores (see `resolve_threads`).
         log_interval: iterations between two stdout lines.
         checkpoint_interval: iterations between two saved checkpoints.
-        eval_tasks: tasks in the held-out evaluation at the end of training.
+        eval_tasks: held-out tasks that `metarl eval` uses unless told otherwise.
         eval_steps: inner gradient steps evaluated (returns after 0..eval_steps steps).
         eval_episodes: episodes per task and per step in the evaluation.
     """

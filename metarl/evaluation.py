@@ -83,25 +83,31 @@ def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
 
 def evaluate_run(
     run_dir: str | Path,
-    tasks: int = 40,
-    steps: int = 3,
-    episodes: int = 40,
+    tasks: int | None = None,
+    steps: int | None = None,
+    episodes: int | None = None,
     seed: int = 1000,
     checkpoint: str = "best",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation)."""
+    """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation).
+
+    ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields.
+    """
     run_dir = Path(run_dir)
-    for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("episodes", episodes, 1),
-                             ("seed", seed, 0)):
-        if value < low:
-            raise ValueError(f"--{name} must be >= {low}, got {value}")
     if checkpoint not in CHECKPOINTS:
         known = ", ".join(CHECKPOINTS)
         raise ValueError(f"--checkpoint must be one of {known}, got {checkpoint!r}")
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
+    tasks = config.eval_tasks if tasks is None else tasks
+    steps = config.eval_steps if steps is None else steps
+    episodes = config.eval_episodes if episodes is None else episodes
+    for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("episodes", episodes, 1),
+                             ("seed", seed, 0)):
+        if value < low:
+            raise ValueError(f"--{name} must be >= {low}, got {value}")
     payload = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, payload["params"], tasks, steps, episodes, seed, progress)

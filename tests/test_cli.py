@@ -193,9 +193,9 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
     [(args, kwargs)] = fakes["eval"]
     assert args == (tmp_path,)
     assert kwargs == {
-        "tasks": 40,
+        "tasks": None,  # None: the run's eval_tasks
         "steps": 0,
-        "episodes": 40,
+        "episodes": None,
         "seed": 1000,
         "checkpoint": "last",
         "progress": True,

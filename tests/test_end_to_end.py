@@ -1,0 +1,131 @@
+"""Tiny real runs of `metarl train` and `metarl eval`, in-process, plus the trainer's contracts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarl.bench import run_bench
+from metarl.cli import main
+from metarl.config import TrainConfig
+from metarl.trainer import MetaLearner
+
+TINY = ["--iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "2",
+        "--horizon", "12", "--torch-threads", "1", "--no-progress"]
+
+
+def _train(run_dir: Path, *extra: str) -> None:
+    assert main(["train", "navigation2d", "--run-dir", str(run_dir), *TINY, *extra]) == 0
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _without_timings(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+
+
+def test_train_then_eval_writes_the_promised_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run)
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/best.pt",
+                 "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    rows = _metrics(run)
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for key in ("support/return", "query/return", "outer/kl", "outer/surrogate_before",
+                "outer/surrogate_after", "outer/ls_steps", "time/rollout_s", "time/update_s",
+                "env/steps"):
+        assert key in rows[0], key
+    assert rows[1]["env/steps"] == 2 * rows[0]["env/steps"] == 2 * (2 * 3 * 2 * 12)
+
+    assert main(["eval", str(run), "--tasks", "4", "--steps", "2", "--episodes", "3",
+                 "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["metric"] == "return" and result["steps"] == [0, 1, 2]
+    assert result["tasks"] == 4 and len(result["mean"]) == len(result["ci95"]) == 3
+    assert len(result["per_task"]) == 4 and len(result["per_task"][0]) == 3
+    assert result["step_sizes"] == [0.1, 0.05]
+    assert (run / "eval_trajectories.png").stat().st_size > 1000
+
+
+def test_same_seed_same_metrics_and_another_seed_differs(tmp_path: Path) -> None:
+    _train(tmp_path / "a")
+    _train(tmp_path / "b")
+    _train(tmp_path / "c", "--seed", "1")
+    a, b, c = (_without_timings(_metrics(tmp_path / x)) for x in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_trpo_iteration_respects_the_kl_bound() -> None:
+    config = TrainConfig(meta_batch_size=4, episodes_per_task=4, horizon=20, max_kl=0.005)
+    learner = MetaLearner(config)
+    state = learner.initial_state()
+    for _ in range(3):
+        state, metrics = learner.iteration(state)
+        assert metrics["outer/kl"] <= 0.005
+        if metrics["outer/accepted"]:
+            assert metrics["outer/surrogate_after"] < metrics["outer/surrogate_before"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--outer", "reinforce", "--outer-lr", "0.01"],
+    ["--inner-steps", "2"],
+    ["--first-order", "true", "--fvp-fraction", "1.0"],
+])
+def test_other_settings_train(tmp_path: Path, extra: list[str]) -> None:
+    _train(tmp_path / "run", *extra)
+    rows = _metrics(tmp_path / "run")
+    assert len(rows) == 2 and all(abs(r["query/return"]) < 1e6 for r in rows)
+
+
+def test_eval_rejects_a_corrupt_checkpoint_without_touching_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    _train(run)
+    capsys.readouterr()
+    (run / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
+    before = (run / "config.yaml").read_text()
+    assert main(["eval", str(run), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt" in err and "Traceback" not in err
+    assert (run / "config.yaml").read_text() == before
+    assert not (run / "eval.json").exists()
+
+
+def test_eval_rejects_missing_checkpoint_and_non_run_dirs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", str(tmp_path), "--no-progress"]) == 1
+    assert "not a metarl run directory" in capsys.readouterr().err
+    run = tmp_path / "run"
+    _train(run)
+    capsys.readouterr()
+    assert main(["eval", str(run), "--checkpoint", "worst", "--no-progress"]) != 0
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_unknown_environment_id_is_one_line_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), "--env-id", "metarl/Nope-v0",
+                 *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "unknown environment id" in err and err.count("\n") == 1
+    assert not run.exists()
+
+
+def test_bench_prints_its_figures() -> None:
+    config = TrainConfig(meta_batch_size=2, episodes_per_task=2, horizon=10, torch_threads=1)
+    result = run_bench(config, iterations=1, repeats=1)
+    assert result["seconds_per_iteration_median"] > 0
+    assert set(result["meta_gradient_seconds"]) == {"batched", "vmap", "loop"}
+    assert result["peak_memory_mb"] > 0
