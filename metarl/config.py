@@ -64,6 +64,8 @@ class TrainConfig:
         ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
         ls_max_steps: maximum TRPO line-search steps before the update is rejected.
         fvp_fraction: fraction of support and query steps used for Fisher-vector products.
+        meta_grad_chunk: tasks per chunk when computing the meta-gradient; smaller chunks lower
+            peak memory at a small cost in speed (0: all tasks at once).
         gamma: discount factor.
         gae_lambda: GAE lambda (Schulman et al. 2015, arXiv:1506.02438); 1 gives Monte Carlo.
         normalize_advantages: standardise advantages per task before each policy gradient.
@@ -96,6 +98,7 @@ class TrainConfig:
     ls_backtrack: float = 0.8
     ls_max_steps: int = 15
     fvp_fraction: float = 0.1
+    meta_grad_chunk: int = 5
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
@@ -130,7 +133,7 @@ class TrainConfig:
             "eval_episodes",
         ):
             _require(self, name, getattr(self, name) >= 1, ">= 1")
-        for name in ("seed", "torch_threads", "eval_steps"):
+        for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk"):
             _require(self, name, getattr(self, name) >= 0, ">= 0")
         for name in ("inner_lr", "outer_lr", "max_kl", "baseline_ridge"):
             _require(self, name, getattr(self, name) > 0, "> 0")

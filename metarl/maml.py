@@ -98,40 +98,52 @@ def meta_gradient(
     first_order: bool = False,
     mode: GradientMode = "batched",
     chunk_size: int | None = None,
-) -> Params:
-    """Gradient of ``mean_i outer_loss(adapt(params, supports_i), query_i)`` over the tasks.
+) -> tuple[Tensor, Params]:
+    """Value and gradient of ``mean_i outer_loss(adapt(params, supports_i), query_i)``.
 
     Every leaf tensor of ``supports`` and ``query`` has a leading task dimension N.
-    ``mode`` picks how tasks are batched: one stacked computation, ``vmap``, or a loop.
+    ``mode`` picks how tasks are batched: stacked per-task parameters with batched matmuls,
+    ``vmap``, or a loop. ``chunk_size`` tasks are processed at a time (all if None or 0) in the
+    batched and vmap modes, which bounds the memory of the second-order graph.
     """
     supports = list(supports)
     n = _task_count(query)
+    chunk = chunk_size or n
 
     def task_objective(p: Params, task_supports: list[Any], task_query: Any) -> Tensor:
         return outer_loss(adapt(inner_loss, p, task_supports, inner_lr, first_order), task_query)
 
     if mode == "batched":
 
-        def batched_objective(p: Params) -> Tensor:
-            adapted = adapt(inner_loss, per_task(p, n), supports, inner_lr, first_order)
-            return outer_loss(adapted, query).mean()
+        def chunk_objective(p: Params, chunk_supports: list[Any], chunk_query: Any) -> Tensor:
+            m = _task_count(chunk_query)
+            adapted = adapt(inner_loss, per_task(p, m), chunk_supports, inner_lr, first_order)
+            return outer_loss(adapted, chunk_query).sum() / n
 
-        grads: Params = torch.func.grad(batched_objective)(params)
-        return grads
-    task_grad = torch.func.grad(task_objective)
+        chunk_value_and_grad = torch.func.grad_and_value(chunk_objective)
+        total: Tensor = torch.zeros(())
+        grads: Params = {k: torch.zeros_like(v) for k, v in params.items()}
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            g, loss = chunk_value_and_grad(params, _tasks(supports, part), _tasks(query, part))
+            total = total + loss.detach()
+            grads = {k: grads[k] + g[k] for k in grads}
+        return total, grads
+    value_and_grad = torch.func.grad_and_value(task_objective)
     if mode == "vmap":
-        stacked = torch.func.vmap(task_grad, in_dims=(None, 0, 0), chunk_size=chunk_size)(
-            params, supports, query
-        )
-        return {k: g.mean(0) for k, g in stacked.items()}
+        stacked, losses = torch.func.vmap(value_and_grad, in_dims=(None, 0, 0),
+                                          chunk_size=chunk)(params, supports, query)
+        return losses.mean(), {k: g.mean(0) for k, g in stacked.items()}
     if mode == "loop":
-        per_task_grads = [
-            task_grad(params, tree_map(lambda x, i=i: x[i], supports),
-                      tree_map(lambda x, i=i: x[i], query))
-            for i in range(n)
-        ]
-        return {k: torch.stack([g[k] for g in per_task_grads]).mean(0) for k in params}
+        results = [value_and_grad(params, _tasks(supports, i), _tasks(query, i)) for i in range(n)]
+        mean_loss = torch.stack([loss for _, loss in results]).mean()
+        return mean_loss, {k: torch.stack([g[k] for g, _ in results]).mean(0) for k in params}
     raise ValueError(f"unknown meta-gradient mode {mode!r} (known: batched, vmap, loop)")
+
+
+def _tasks(data: Any, index: int | slice) -> Any:
+    """The tasks ``index`` of every tensor in ``data`` (a pytree with a leading task dim)."""
+    return tree_map(lambda x: x[index], data)
 
 
 def _task_count(data: Any) -> int:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from metarl.linalg import Params, conjugate_gradient, flatten, unflatten
+from metarl.linalg import Params, conjugate_gradient, unflatten
 
 
 class TRPOResult(NamedTuple):
@@ -91,8 +91,3 @@ def adam_step(
     }
     return new, AdamState(t, m, v)
 
-
-def flat_gradient(loss: Tensor, params: Params) -> Tensor:
-    """``d loss / d params`` as one flat vector (params must require grad)."""
-    grads = torch.autograd.grad(loss, list(params.values()), retain_graph=True)
-    return flatten(list(grads))

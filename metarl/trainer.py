@@ -30,18 +30,19 @@ from metarl.episodes import (
     normalize_per_task,
     to_step_batch,
 )
-from metarl.linalg import Params, detached_leaves
+from metarl.linalg import Params, flatten
 from metarl.logger import RunLogger
 from metarl.maml import (
     MetaBatch,
     QueryBatch,
     fisher_vector_product,
+    meta_gradient,
     query_loss_and_kl,
     reinforce_loss,
     subsample_steps,
     surrogate_loss,
 )
-from metarl.outer import AdamState, adam_init, adam_step, flat_gradient, trpo_step
+from metarl.outer import AdamState, adam_init, adam_step, trpo_step
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.rollout import rollout
 
@@ -85,18 +86,18 @@ class MetaLearner:
         self.task_rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.inner_loss = reinforce_loss(self.policy)
+        self.outer_loss = surrogate_loss(self.policy)
 
     def initial_state(self) -> TrainState:
         params = self.policy.initial_params()
         adam = adam_init(params) if self.config.outer == "reinforce" else None
         return TrainState(params, adam, 0, 0, float("-inf"))
 
-    def sample(self, params: Params) -> tuple[MetaBatch, Params, dict[str, float]]:
+    def sample(self, params: Params) -> tuple[MetaBatch, dict[str, float]]:
         """Support and query episodes for a fresh meta-batch of tasks.
 
-        Also returns the adapted parameters, differentiable with respect to ``params`` when those
-        require grad: the inner steps taken while sampling are the ones the meta-gradient
-        differentiates through, so they are computed once.
+        The inner steps here only choose the policies that sample; the meta-gradient recomputes
+        them with their graph, a few tasks at a time, which bounds peak memory.
         """
         c = self.config
         tasks = self.env.sample_tasks(c.meta_batch_size, self.task_rng)
@@ -110,23 +111,20 @@ class MetaLearner:
                 support_return = episode_returns(episodes).mean().item()
             steps += episodes.num_steps
             supports.append(advantages_batch(episodes, c))
-            adapted = adapt_step(
-                self.inner_loss, adapted, supports[-1], c.inner_lr, c.first_order
-            )
+            adapted = adapt_step(self.inner_loss, adapted, supports[-1], c.inner_lr)
         query_episodes = self._rollout(adapted, tasks)
         steps += query_episodes.num_steps
         query = advantages_batch(query_episodes, c)
         with torch.no_grad():
             old_mean, old_log_std = self.policy.distribution_params(adapted, query.observations)
             old_log_prob = gaussian_log_prob(old_mean, old_log_std, query.actions)
-            old_mean, old_log_std = old_mean.detach(), old_log_std.detach()
         batch = MetaBatch(supports, QueryBatch(query, old_mean, old_log_std, old_log_prob))
         metrics = {
             "support/return": support_return,
             "query/return": episode_returns(query_episodes).mean().item(),
             "env/steps_per_iteration": float(steps),
         }
-        return batch, adapted, metrics
+        return batch, metrics
 
     def _rollout(self, params: Params, tasks: list[Any]) -> Episodes:
         c = self.config
@@ -137,21 +135,20 @@ class MetaLearner:
         )
 
     def update(
-        self, state: TrainState, batch: MetaBatch, leaves: Params, adapted: Params
+        self, state: TrainState, batch: MetaBatch
     ) -> tuple[Params, AdamState | None, dict[str, float]]:
-        """The outer step on ``batch``; returns new parameters, optimiser state and metrics.
-
-        ``leaves`` are ``state.params`` as autograd leaves and ``adapted`` the per-task
-        parameters computed from them while sampling.
-        """
+        """The outer step on ``batch``; returns new parameters, optimiser state and metrics."""
         c = self.config
-        loss = surrogate_loss(self.policy)(adapted, batch.query).mean()
+        loss, grads = meta_gradient(
+            self.inner_loss, self.outer_loss, state.params, batch.supports, batch.query,
+            c.inner_lr, c.first_order, mode="batched", chunk_size=c.meta_grad_chunk,
+        )
 
         def loss_and_kl(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
             return query_loss_and_kl(self.policy, params, batch, c.inner_lr, c.first_order)
 
         if c.outer == "trpo":
-            gradient = flat_gradient(loss, leaves)
+            gradient = flatten(grads)
             fisher = fisher_vector_product(
                 self.policy, state.params, subsample_steps(batch, c.fvp_fraction, self.generator),
                 c.inner_lr, c.first_order, c.cg_damping,
@@ -170,7 +167,6 @@ class MetaLearner:
             }
             return result.params, None, metrics
         assert state.adam is not None
-        grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
         params, adam = adam_step(state.params, grads, state.adam, c.outer_lr)
         with torch.no_grad():
             loss_after, kl = loss_and_kl(params)
@@ -183,10 +179,9 @@ class MetaLearner:
 
     def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
         start = time.perf_counter()
-        leaves = detached_leaves(state.params)
-        batch, adapted, metrics = self.sample(leaves)
+        batch, metrics = self.sample(state.params)
         sampled = time.perf_counter()
-        params, adam, update_metrics = self.update(state, batch, leaves, adapted)
+        params, adam, update_metrics = self.update(state, batch)
         done = time.perf_counter()
         env_steps = state.env_steps + int(metrics.pop("env/steps_per_iteration"))
         metrics.update(update_metrics)

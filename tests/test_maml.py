@@ -43,18 +43,20 @@ def _quadratic_loss(a: torch.Tensor):
 def test_meta_gradient_matches_closed_form(mode: str, first_order: bool) -> None:
     a, centres, theta = _quadratic_problem()
     loss = _quadratic_loss(a)
-    got = meta_gradient(loss, loss, {"theta": theta}, [centres], centres, ALPHA, first_order,
-                        mode=mode, chunk_size=2)  # type: ignore[arg-type]
+    value, got = meta_gradient(loss, loss, {"theta": theta}, [centres], centres, ALPHA,
+                               first_order, mode=mode, chunk_size=2)  # type: ignore[arg-type]
     b = torch.eye(D, dtype=torch.float64) - ALPHA * a
     left = a @ b if first_order else b @ a @ b
     expected = ((theta - centres) @ left.T).mean(0)
     assert torch.allclose(got["theta"], expected, atol=1e-12)
+    x = (theta - centres) @ b.T  # the adapted parameters minus the centres
+    assert torch.allclose(value, (0.5 * ((x @ a) * x).sum(-1)).mean(), atol=1e-12)
 
 
 def test_two_inner_steps_match_closed_form() -> None:
     a, centres, theta = _quadratic_problem()
     loss = _quadratic_loss(a)
-    got = meta_gradient(loss, loss, {"theta": theta}, [centres, centres], centres, ALPHA)
+    _, got = meta_gradient(loss, loss, {"theta": theta}, [centres, centres], centres, ALPHA)
     b = torch.eye(D, dtype=torch.float64) - ALPHA * a
     expected = ((theta - centres) @ (b @ b @ a @ b @ b).T).mean(0)
     assert torch.allclose(got["theta"], expected, atol=1e-12)
@@ -90,15 +92,18 @@ def test_rl_meta_gradient_is_the_same_batched_vmapped_and_looped() -> None:
     support, query_steps = steps(), steps()
     old = torch.randn(n, m, generator=g, dtype=torch.float64)
     query = QueryBatch(query_steps, torch.zeros(n, m, 2), torch.zeros(n, 1, 2), old)
-    grads = {
-        mode: meta_gradient(reinforce_loss(policy), surrogate_loss(policy), params, [support],
-                            query, 0.1, mode=mode, chunk_size=3)
-        for mode in ("batched", "vmap", "loop")
+    results = {
+        (mode, chunk): meta_gradient(reinforce_loss(policy), surrogate_loss(policy), params,
+                                     [support], query, 0.1, mode=mode,  # type: ignore[arg-type]
+                                     chunk_size=chunk)
+        for mode, chunk in (("batched", None), ("batched", 3), ("vmap", 3), ("loop", None))
     }
-    for name in params:
-        assert torch.allclose(grads["batched"][name], grads["loop"][name], atol=1e-12)
-        assert torch.allclose(grads["vmap"][name], grads["loop"][name], atol=1e-12)
-    assert any(grads["loop"][k].abs().max() > 1e-3 for k in params)
+    loss, grads = results[("loop", None)]
+    assert any(grads[k].abs().max() > 1e-3 for k in params)
+    for other_loss, other in results.values():
+        assert torch.allclose(other_loss, loss, atol=1e-12)
+        for name in params:
+            assert torch.allclose(other[name], grads[name], atol=1e-12)
 
 
 def test_unknown_mode_is_rejected() -> None:
