@@ -195,8 +195,11 @@ class MetaLearner:
         return TrainState(params, adam, state.iteration + 1, env_steps, best), metrics
 
 
-def checkpoint_payload(config: TrainConfig, state: TrainState, query_return: float
-                       ) -> dict[str, Any]:
+def checkpoint_payload(
+    config: TrainConfig, state: TrainState, query_return: float | None = None
+) -> dict[str, Any]:
+    """What a checkpoint holds; ``query_return`` is the training return ``state.params`` earned
+    after adaptation, when it was measured."""
     return {
         "params": state.params,
         "iteration": state.iteration,
@@ -209,9 +212,10 @@ def checkpoint_payload(config: TrainConfig, state: TrainState, query_return: flo
 def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Meta-train per ``config``, writing config, logs and checkpoints into ``run_dir``.
 
-    ``checkpoints/best.pt`` holds the parameters with the best post-adaptation training return
-    (the MAML paper's evaluation checkpoint), ``checkpoints/last.pt`` the latest ones; an
-    interruption (Ctrl-C) saves ``last.pt`` before stopping.
+    ``checkpoints/best.pt`` holds the meta-parameters whose adapted policies earned the best
+    training return (the MAML paper's evaluation checkpoint): those in force while that
+    iteration sampled, before its outer update. ``checkpoints/last.pt`` holds the latest ones;
+    an interruption (Ctrl-C) saves ``last.pt`` before stopping.
     """
     torch.set_num_threads(resolve_threads(config.torch_threads))
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
@@ -224,20 +228,18 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str
     with RunLogger(run_dir, config.iterations, progress) as logger:
         try:
             while state.iteration < config.iterations:
-                previous_best = state.best_return
+                previous = state
                 state, metrics = learner.iteration(state)
                 echo = state.iteration % config.log_interval == 0 or state.iteration == 1
                 logger.log(state.iteration, metrics, echo)
-                if state.best_return > previous_best:
+                if state.best_return > previous.best_return:
                     save_checkpoint(checkpoints / "best.pt",
-                                    checkpoint_payload(config, state, metrics["query/return"]))
+                                    checkpoint_payload(config, previous, metrics["query/return"]))
                 if state.iteration % config.checkpoint_interval == 0:
-                    save_checkpoint(checkpoints / "last.pt",
-                                    checkpoint_payload(config, state, metrics["query/return"]))
+                    save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state))
         finally:
-            if metrics:
-                save_checkpoint(checkpoints / "last.pt",
-                                checkpoint_payload(config, state, metrics["query/return"]))
+            if state.iteration > 0:
+                save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state))
     summary = {
         "iterations": state.iteration,
         "minutes": (time.perf_counter() - started) / 60,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from metarl.bench import run_bench
+from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import TrainConfig
 from metarl.trainer import MetaLearner
@@ -43,6 +44,12 @@ def test_train_then_eval_writes_the_promised_files(tmp_path: Path) -> None:
                 "env/steps"):
         assert key in rows[0], key
     assert rows[1]["env/steps"] == 2 * rows[0]["env/steps"] == 2 * (2 * 3 * 2 * 12)
+    # best.pt: the parameters that sampled the best iteration, i.e. before its outer update
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    best_row = max(rows, key=lambda r: r["query/return"])
+    assert best["query_return"] == pytest.approx(best_row["query/return"])
+    assert best["iteration"] == best_row["iteration"] - 1
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 2
 
     assert main(["eval", str(run), "--tasks", "4", "--steps", "2", "--episodes", "3",
                  "--no-progress"]) == 0
