@@ -138,3 +138,23 @@ def test_bench_prints_its_figures() -> None:
         "batched_chunk5", "batched_all", "vmap_chunk5", "loop"
     }
     assert result["peak_memory_mb"] > 0
+
+
+def test_interrupted_training_keeps_its_finished_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_iteration = MetaLearner.iteration
+    calls = {"n": 0}
+
+    def interrupt_on_second_call(self: MetaLearner, state):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_iteration(self, state)
+
+    monkeypatch.setattr(MetaLearner, "iteration", interrupt_on_second_call)
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 1
+    assert len(_metrics(run)) == 1
