@@ -64,8 +64,8 @@ class TrainConfig:
         ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
         ls_max_steps: maximum TRPO line-search steps before the update is rejected.
         fvp_fraction: fraction of support and query steps used for Fisher-vector products.
-        meta_grad_chunk: tasks per chunk when computing the meta-gradient; smaller chunks lower
-            peak memory at a small cost in speed (0: all tasks at once).
+        meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
+            bounds peak memory and was also faster here (cache-sized chunks; 0: all at once).
         gamma: discount factor.
         gae_lambda: GAE lambda (Schulman et al. 2015, arXiv:1506.02438); 1 gives Monte Carlo.
         normalize_advantages: standardise advantages per task before each policy gradient.

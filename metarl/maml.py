@@ -75,17 +75,26 @@ def query_loss_and_kl(
     batch: MetaBatch,
     inner_lr: float,
     first_order: bool = False,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Mean over tasks of the adapted policies' surrogate loss and of KL(old || adapted)."""
+    """Mean over tasks of the adapted policies' surrogate loss and of KL(old || adapted),
+    computed ``chunk_size`` tasks at a time (all if None or 0)."""
     n = batch.query.old_log_prob.shape[0]
-    adapted = adapt(reinforce_loss(policy), per_task(params, n), batch.supports, inner_lr,
-                    first_order)
-    steps = batch.query.steps
-    mean, log_std = policy.distribution_params(adapted, steps.observations)
-    ratio = torch.exp(gaussian_log_prob(mean, log_std, steps.actions) - batch.query.old_log_prob)
-    loss = -masked_mean(ratio * steps.advantages, steps.mask).mean()
-    kl = gaussian_kl(batch.query.old_mean, batch.query.old_log_std, mean, log_std)
-    return loss, masked_mean(kl, steps.mask).mean()
+    chunk = chunk_size or n
+    loss_sum, kl_sum = torch.zeros(()), torch.zeros(())
+    for start in range(0, n, chunk):
+        part: MetaBatch = _tasks(batch, slice(start, start + chunk))
+        m = part.query.old_log_prob.shape[0]
+        adapted = adapt(reinforce_loss(policy), per_task(params, m), part.supports, inner_lr,
+                        first_order)
+        steps = part.query.steps
+        mean, log_std = policy.distribution_params(adapted, steps.observations)
+        log_prob = gaussian_log_prob(mean, log_std, steps.actions)
+        ratio = torch.exp(log_prob - part.query.old_log_prob)
+        loss_sum = loss_sum - masked_mean(ratio * steps.advantages, steps.mask).sum()
+        kl = gaussian_kl(part.query.old_mean, part.query.old_log_std, mean, log_std)
+        kl_sum = kl_sum + masked_mean(kl, steps.mask).sum()
+    return loss_sum / n, kl_sum / n
 
 
 def meta_gradient(

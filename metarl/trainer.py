@@ -145,7 +145,9 @@ class MetaLearner:
         )
 
         def loss_and_kl(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-            return query_loss_and_kl(self.policy, params, batch, c.inner_lr, c.first_order)
+            return query_loss_and_kl(
+                self.policy, params, batch, c.inner_lr, c.first_order, c.meta_grad_chunk
+            )
 
         if c.outer == "trpo":
             gradient = flatten(grads)
