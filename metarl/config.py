@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,8 +299,11 @@ def resolve_threads(requested: int) -> int:
     """Number of torch threads to use: `requested` if positive, else the free cores, at least 1.
 
     Free cores are those this process may run on (CPU affinity, capped by a cgroup CPU quota)
-    minus those busy with other work, estimated by the 1-minute load average. More threads than
-    free cores makes torch's intra-op threads wait on each other and can run many times slower.
+    minus those busy with other work, measured over a quarter second from /proc/stat (the
+    1-minute load average where that is unavailable: it lags, and still counts work that just
+    ended). More threads than free cores makes torch's intra-op threads wait on each other and
+    ran ten times slower here; work started later is not foreseen, so pin `torch_threads` when
+    sharing a machine.
     """
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
         raise ValueError(f"torch_threads must be an integer >= 0, got {requested!r}")
@@ -312,11 +316,31 @@ def resolve_threads(requested: int) -> int:
     quota = _cgroup_cpu_quota()
     if quota is not None:
         cores = min(cores, max(1, math.floor(quota)))
+    return max(1, cores - round(_busy_cores()))
+
+
+def _busy_cores(window: float = 0.25) -> float:
+    """Cores' worth of CPU time spent by all processes during the next ``window`` seconds."""
     try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        busy = 0
-    return max(1, cores - busy)
+        before = _cpu_times()
+        time.sleep(window)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+    total = sum(after[0]) - sum(before[0])
+    idle = (after[0][3] + after[0][4]) - (before[0][3] + before[0][4])  # idle + iowait
+    return after[1] * (total - idle) / total if total > 0 else 0.0
+
+
+def _cpu_times() -> tuple[list[int], int]:
+    """The aggregate CPU time counters of /proc/stat and the number of CPUs listed there."""
+    lines = Path("/proc/stat").read_text(encoding="ascii").splitlines()
+    counters = [int(x) for x in lines[0].split()[1:]]
+    cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return counters, cpus
 
 
 def _cgroup_cpu_quota() -> float | None:

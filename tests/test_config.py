@@ -242,3 +242,20 @@ def test_resolve_threads() -> None:
     assert resolve_threads(0) >= 1
     with pytest.raises(ValueError, match="torch_threads"):
         resolve_threads(-1)
+
+
+def test_busy_cores_from_cpu_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    import metarl.config as config_module
+
+    snapshots = iter([
+        ([100, 0, 0, 900, 0, 0, 0], 2),  # user, nice, system, idle, iowait, ...
+        ([150, 0, 20, 930, 0, 0, 0], 2),  # 70 busy ticks out of 100 on 2 CPUs
+    ])
+    monkeypatch.setattr(config_module, "_cpu_times", lambda: next(snapshots))
+    monkeypatch.setattr("metarl.config.time.sleep", lambda _: None)
+    assert config_module._busy_cores() == pytest.approx(1.4)
+    snapshots = iter([([0, 0, 0, 0, 0], 2), ([10, 0, 0, 90, 0], 2)])
+    monkeypatch.setattr(config_module, "_cpu_times", lambda: next(snapshots))
+    monkeypatch.setattr("metarl.config.os.sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(config_module, "_cgroup_cpu_quota", lambda: None)
+    assert resolve_threads(0) == 2  # 0.2 busy cores round to 0: both cores are free
