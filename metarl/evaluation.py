@@ -48,8 +48,10 @@ def evaluate_adaptation(
 ) -> dict[str, Any]:
     """Per-task mean return after each of ``0..steps`` adaptation steps.
 
-    Returns ``returns`` (a ``[steps + 1, tasks]`` array), the goals (task parameters) and the
-    observations of the first episode of the first few tasks at every step, for plotting.
+    Returns ``returns`` (a ``[steps + 1, tasks]`` array), the held-out ``tasks``, ``adapted``
+    (the per-task parameters, stacked on a leading task dimension, after each of 0..steps
+    steps), the step sizes, and the observations of the first episode of the first few tasks at
+    every step (``paths``), for plotting.
     """
     env = make_task_vector_env(config.env_id, tasks * episodes)
     policy = build_policy(config, env.obs_dim, env.act_dim)
@@ -57,7 +59,7 @@ def evaluate_adaptation(
     generator = torch.Generator().manual_seed(seed)
     loss = reinforce_loss(policy)
     adapted = per_task({k: v.detach() for k, v in params.items()}, tasks)
-    returns, paths = [], []
+    returns, paths, adapted_per_step = [], [], [adapted]
     rates = step_learning_rates(config.inner_lr, steps)
     for step in tqdm(range(steps + 1), desc="evaluate", disable=not progress, unit="step"):
         batch_episodes = rollout(env, policy, adapted, held_out, episodes, config.horizon,
@@ -70,7 +72,9 @@ def evaluate_adaptation(
             support = advantages_batch(batch_episodes, config)
             adapted = {k: v.detach() for k, v in
                        adapt_step(loss, adapted, support, rates[step]).items()}
-    return {"returns": np.stack(returns), "tasks": held_out, "paths": paths, "rates": rates}
+            adapted_per_step.append(adapted)
+    return {"returns": np.stack(returns), "tasks": held_out, "paths": paths, "rates": rates,
+            "adapted": adapted_per_step, "policy": policy}
 
 
 def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
