@@ -1,11 +1,16 @@
 """Task-distribution environments, registered with gymnasium under the ``metarl/`` namespace.
 
-``gymnasium.make("metarl/Navigation2D-v0")`` gives one environment;
-``make_task_vector_env("metarl/Navigation2D-v0", n)`` gives ``n`` of them stepped together.
+``gymnasium.make("metarl/Navigation2D-v0")`` gives one environment (call ``set_task`` on its
+``unwrapped``); ``make_task_vector_env(env_id, n)`` -- or ``gymnasium.make_vec(env_id, n,
+vectorization_mode="vector_entry_point")`` -- gives ``n`` of them stepped together, one task per
+sub-environment assigned with ``set_tasks``. The MuJoCo families need the ``mujoco`` extra and
+are imported only when made.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
@@ -14,6 +19,7 @@ from metarl.envs.base import Task, TaskEnv, TaskVectorEnv
 from metarl.envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 __all__ = [
+    "LOCOMOTION_FAMILIES",
     "Navigation2DEnv",
     "Navigation2DVectorEnv",
     "Task",
@@ -23,17 +29,39 @@ __all__ = [
     "registered_env_ids",
 ]
 
-# env id -> (single environment, natively vectorised form)
-_ENVS: dict[str, tuple[type[TaskEnv[Any, Any]], type[TaskVectorEnv]]] = {
-    "metarl/Navigation2D-v0": (Navigation2DEnv, Navigation2DVectorEnv),
+LOCOMOTION_FAMILIES = ("HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    single: str  # "module:Class" of the single environment
+    vector: str  # "module:Class" of the natively vectorised form
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    has_physics: bool = False  # takes a `physics` setting
+
+
+_ENVS: dict[str, _Entry] = {
+    "metarl/Navigation2D-v0": _Entry(
+        "metarl.envs.navigation:Navigation2DEnv", "metarl.envs.navigation:Navigation2DVectorEnv"
+    ),
+    **{
+        f"metarl/{family}-v0": _Entry(
+            "metarl.envs.locomotion:LocomotionEnv",
+            "metarl.envs.batched_mujoco:LocomotionVectorEnv",
+            {"family": family},
+            has_physics=True,
+        )
+        for family in LOCOMOTION_FAMILIES
+    },
 }
 
-for _env_id, (_single, _vector) in _ENVS.items():
+for _env_id, _entry in _ENVS.items():
     if _env_id not in gymnasium.registry:
         gymnasium.register(
             id=_env_id,
-            entry_point=f"{_single.__module__}:{_single.__name__}",
-            vector_entry_point=f"{_vector.__module__}:{_vector.__name__}",
+            entry_point=_entry.single,
+            vector_entry_point=_entry.vector,
+            kwargs=dict(_entry.kwargs),
         )
 
 
@@ -41,9 +69,23 @@ def registered_env_ids() -> list[str]:
     return sorted(_ENVS)
 
 
-def make_task_vector_env(env_id: str, num_envs: int) -> TaskVectorEnv:
-    """The natively vectorised form of ``env_id`` with ``num_envs`` sub-environments."""
+def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers") -> TaskVectorEnv:
+    """The natively vectorised form of ``env_id`` with ``num_envs`` sub-environments.
+
+    ``physics`` selects the simulation setting of the MuJoCo families (see
+    ``metarl.envs.locomotion``); other environments ignore it.
+    """
     if env_id not in _ENVS:
         known = ", ".join(registered_env_ids())
         raise ValueError(f"unknown environment id {env_id!r} (known: {known})")
-    return _ENVS[env_id][1](num_envs)
+    entry = _ENVS[env_id]
+    module_name, class_name = entry.vector.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"{env_id} needs MuJoCo ({err.name} is missing): pip install -e '.[mujoco]'"
+        ) from err
+    kwargs = dict(entry.kwargs, physics=physics) if entry.has_physics else dict(entry.kwargs)
+    env: TaskVectorEnv = getattr(module, class_name)(num_envs, **kwargs)
+    return env

@@ -47,6 +47,8 @@ class TrainConfig:
 
     Fields:
         env_id: registered task-distribution environment to meta-train on.
+        physics: simulation setting of the MuJoCo families: "peers" (gymnasium models, frame
+            skip 5) or "maml" (the MAML paper's time step); see metarl.envs.locomotion.
         iterations: number of outer (meta) updates.
         meta_batch_size: tasks sampled per outer update (N).
         episodes_per_task: episodes sampled per task, for support and again for query (B).
@@ -81,6 +83,7 @@ class TrainConfig:
     """
 
     env_id: str = "metarl/Navigation2D-v0"
+    physics: str = "peers"
     iterations: int = 500
     meta_batch_size: int = 20
     episodes_per_task: int = 20
@@ -152,6 +155,7 @@ class TrainConfig:
         )
         _require(self, "activation", self.activation in _ACTIVATIONS, _one_of(_ACTIVATIONS))
         _require(self, "outer", self.outer in _OUTERS, _one_of(_OUTERS))
+        _require(self, "physics", self.physics in _PHYSICS, _one_of(_PHYSICS))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> TrainConfig:
@@ -176,6 +180,7 @@ class TrainConfig:
 
 _ACTIVATIONS = ("tanh", "relu")
 _OUTERS = ("trpo", "reinforce")
+_PHYSICS = ("peers", "maml")
 
 
 def _one_of(choices: tuple[str, ...]) -> str:

@@ -53,7 +53,7 @@ def evaluate_adaptation(
     steps), the step sizes, and the observations of the first episode of the first few tasks at
     every step (``paths``), for plotting.
     """
-    env = make_task_vector_env(config.env_id, tasks * episodes)
+    env = make_task_vector_env(config.env_id, tasks * episodes, config.physics)
     policy = build_policy(config, env.obs_dim, env.act_dim)
     held_out = env.sample_tasks(tasks, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)

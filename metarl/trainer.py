@@ -79,7 +79,7 @@ class MetaLearner:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.env = make_task_vector_env(
-            config.env_id, config.meta_batch_size * config.episodes_per_task
+            config.env_id, config.meta_batch_size * config.episodes_per_task, config.physics
         )
         torch.manual_seed(config.seed)
         self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)

@@ -1,0 +1,140 @@
+"""A batched MuJoCo simulator: many copies of one model advanced by one threaded C call per step.
+
+``LocomotionVectorEnv`` keeps the full physics state of ``num_envs`` sub-environments in one
+array and advances all of them with ``mujoco.rollout.Rollout`` (kept alive, so its thread pool
+is created once), ``frame_skip`` physics steps per environment step. Observations, rewards and
+terminations are the numpy functions of ``locomotion.py``, applied to all sub-environments at once,
+so they are exactly those of the single ``LocomotionEnv``.
+
+Two things differ from stepping one ``MjData`` (both measured by the tests):
+
+- ``rollout`` starts every call from a zero solver warm-start, while ``mj_step`` on a persistent
+  ``MjData`` reuses the last step's constraint forces. From the same state one step agrees to
+  solver tolerance; over an episode the chaotic dynamics let trajectories drift apart, so whole
+  episodes agree in distribution, not path by path.
+- The Ant's contact forces (``cfrc_ext``, for its observation and contact cost) are not part of
+  the rollout's output: both this and the single environment compute them at the new state with
+  ``locomotion.contact_forces`` (one forward pass per sub-environment, in a Python loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import mujoco
+import mujoco.rollout
+import numpy as np
+
+from metarl.envs.base import Task, TaskVectorEnv, check_task_count
+from metarl.envs.locomotion import (
+    FAMILIES,
+    StepArrays,
+    TaskParams,
+    check_physics,
+    contact_forces,
+    observation,
+    reset_state,
+    stack_tasks,
+    terminated,
+)
+
+_FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+class LocomotionVectorEnv(TaskVectorEnv):
+    """``num_envs`` sub-environments of one locomotion family, each with its own task."""
+
+    def __init__(self, num_envs: int, family: str, physics: str = "peers",
+                 nthread: int | None = None) -> None:
+        super().__init__(num_envs)
+        if family not in FAMILIES:
+            raise ValueError(f"unknown locomotion family {family!r} (known: {', '.join(FAMILIES)})")
+        check_physics(physics)
+        self.family = FAMILIES[family]
+        robot = self.family.robot
+        self.model = mujoco.MjModel.from_xml_path(robot.xml_path)
+        self.frame_skip = robot.frame_skip[physics]
+        self.dt = self.model.opt.timestep * self.frame_skip
+        threads = nthread or len(_usable_cores())
+        self._rollout = mujoco.rollout.Rollout(nthread=threads)
+        self._thread_data = [mujoco.MjData(self.model) for _ in range(threads)]
+        self._scratch = mujoco.MjData(self.model)
+        self._models = [self.model] * num_envs
+        nq, nv = self.model.nq, self.model.nv
+        self._qpos_slice = slice(1, 1 + nq)  # FULLPHYSICS layout: time, qpos, qvel, act, ...
+        self._qvel_slice = slice(1 + nq, 1 + nq + nv)
+        self._state = np.zeros((num_envs, mujoco.mj_stateSize(self.model, _FULL)))
+        self._trajectory = np.zeros((num_envs, self.frame_skip, self._state.shape[1]))
+        self._sensors = np.zeros((num_envs, self.frame_skip, self.model.nsensordata))
+        self._tasks: TaskParams = stack_tasks(self.family.sample(num_envs,
+                                                                 np.random.default_rng(0)))
+        self.single_action_space = gymnasium.spaces.Box(
+            *self.model.actuator_ctrlrange.T.astype(np.float32), dtype=np.float32
+        )
+        self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, num_envs)
+        obs = self._observe(np.zeros((num_envs, nq)), np.zeros((num_envs, nv)),
+                            np.zeros((num_envs, self.model.nbody, 6)))
+        self.single_observation_space = gymnasium.spaces.Box(
+            -np.inf, np.inf, (obs.shape[1],), np.float64
+        )
+        self.observation_space = gymnasium.vector.utils.batch_space(
+            self.single_observation_space, num_envs
+        )
+        self._contacts: np.ndarray | None = None
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        return self.family.sample(n, rng)
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        check_task_count(tasks, self.num_envs)
+        self._tasks = stack_tasks(list(tasks))
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        rng = np.random.default_rng(seed if isinstance(seed, int) else None)
+        qpos, qvel = reset_state(self.model.qpos0, np.zeros(self.model.nv), self.num_envs, rng)
+        self._state[:] = 0.0
+        self._state[:, self._qpos_slice] = qpos
+        self._state[:, self._qvel_slice] = qvel
+        # like a fresh MjData after mj_forward: no contact forces computed yet
+        contacts = np.zeros((self.num_envs, self.model.nbody, 6))
+        return self._observe(qpos, qvel, contacts), {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        low, high = self.model.actuator_ctrlrange.T
+        action = np.clip(np.asarray(actions, dtype=np.float64), low, high)
+        control = np.repeat(action[:, None, :], self.frame_skip, axis=1)
+        qpos_before = self._state[:, self._qpos_slice].copy()
+        self._rollout.rollout(
+            self._models, self._thread_data, self._state, control, skip_checks=True,
+            nstep=self.frame_skip, state=self._trajectory, sensordata=self._sensors,
+        )
+        self._state[:] = self._trajectory[:, -1]
+        qpos = self._state[:, self._qpos_slice]
+        qvel = self._state[:, self._qvel_slice]
+        contacts = None
+        if self.family.robot.uses_contacts:
+            contacts = np.stack([
+                contact_forces(self.model, self._scratch, qpos[i], qvel[i], action[i])
+                for i in range(self.num_envs)
+            ])
+        step = StepArrays(qpos_before, qpos, qvel, action, contacts, self.dt)
+        rewards = self.family.reward(step, self._tasks)
+        done = terminated(self.family, qpos, qvel)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return self._observe(qpos, qvel, contacts), rewards, done, truncated, {}
+
+    def _observe(self, qpos: np.ndarray, qvel: np.ndarray,
+                 contacts: np.ndarray | None) -> np.ndarray:
+        return observation(self.family, qpos, qvel, contacts)
+
+
+def _usable_cores() -> set[int]:
+    import os
+
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {0}

@@ -1,0 +1,167 @@
+"""MuJoCo locomotion families: rewards by hand, termination, and the batched simulator against the
+single environment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+mujoco = pytest.importorskip("mujoco")
+
+import gymnasium  # noqa: E402
+from gymnasium.utils.env_checker import check_env  # noqa: E402
+
+from metarl.envs import LOCOMOTION_FAMILIES, make_task_vector_env  # noqa: E402
+from metarl.envs.base import Task  # noqa: E402
+from metarl.envs.batched_mujoco import LocomotionVectorEnv  # noqa: E402
+from metarl.envs.locomotion import LocomotionEnv  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*infinity")  # observations are unbounded
+
+
+@pytest.mark.parametrize("family", LOCOMOTION_FAMILIES)
+def test_registered_and_passes_env_checker(family: str) -> None:
+    env = gymnasium.make(f"metarl/{family}-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    vector = gymnasium.make_vec(f"metarl/{family}-v0", num_envs=3,
+                                vectorization_mode="vector_entry_point")
+    assert isinstance(vector, LocomotionVectorEnv) and vector.num_envs == 3
+
+
+def _step_by_hand(env: LocomotionEnv, task: Task, action: np.ndarray
+                  ) -> tuple[float, float, np.ndarray, np.ndarray, np.ndarray]:
+    """Step ``env`` from a fixed state; return its reward and the raw quantities after the step."""
+    env.set_task(task)
+    env.reset(seed=0)
+    x_before = env.data.qpos[:2].copy()
+    _, reward, _, _, _ = env.step(action)
+    # contact forces at the new state, from a fresh MjData (a cold solver start)
+    fresh = mujoco.MjData(env.model)
+    fresh.qpos[:], fresh.qvel[:], fresh.ctrl[:] = env.data.qpos, env.data.qvel, env.data.ctrl
+    mujoco.mj_forward(env.model, fresh)
+    mujoco.mj_rnePostConstraint(env.model, fresh)
+    return reward, env.dt, x_before, env.data.qpos[:2].copy(), fresh.cfrc_ext.copy()
+
+
+def test_half_cheetah_rewards_by_hand() -> None:
+    action = np.array([0.5, -2.0, 0.1, 0.0, 1.0, -0.3])  # -2.0 is clipped to -1
+    clipped = np.clip(action, -1, 1)
+    ctrl = 0.05 * np.sum(clipped**2)
+    reward, dt, before, after, _ = _step_by_hand(
+        LocomotionEnv("HalfCheetahVel"), Task.of(velocity=1.5), action
+    )
+    vx = (after[0] - before[0]) / dt
+    assert dt == pytest.approx(0.05)
+    assert reward == pytest.approx(-abs(vx - 1.5) - ctrl)
+    reward, dt, before, after, _ = _step_by_hand(
+        LocomotionEnv("HalfCheetahDir"), Task.of(direction=-1.0), action
+    )
+    assert reward == pytest.approx(-(after[0] - before[0]) / dt - ctrl)
+
+
+def test_ant_rewards_by_hand() -> None:
+    action = np.full(8, 0.5)
+    ctrl = 0.005 * np.sum(action**2)
+    reward, dt, before, after, forces = _step_by_hand(
+        LocomotionEnv("AntVel"), Task.of(velocity=2.0), action
+    )
+    contact = 0.0005 * np.sum(np.clip(forces, -1, 1) ** 2)
+    vx = (after[0] - before[0]) / dt
+    assert reward == pytest.approx(-abs(vx - 2.0) + 1.0 - ctrl - contact)
+    reward, dt, before, after, forces = _step_by_hand(
+        LocomotionEnv("AntDir"), Task.of(direction=1.0), action
+    )
+    contact = 0.0005 * np.sum(np.clip(forces, -1, 1) ** 2)
+    assert reward == pytest.approx((after[0] - before[0]) / dt + 1.0 - ctrl - contact)
+    reward, dt, before, after, forces = _step_by_hand(
+        LocomotionEnv("AntGoal"), Task.of(goal=[1.0, -2.0]), action
+    )
+    contact = 0.0005 * np.sum(np.clip(forces, -1, 1) ** 2)
+    distance = abs(after[0] - 1.0) + abs(after[1] + 2.0)
+    assert reward == pytest.approx(-distance + 1 - ctrl - contact)
+
+
+def test_ant_terminates_outside_the_healthy_height_and_cheetah_never() -> None:
+    ant = LocomotionEnv("AntVel")
+    ant.reset(seed=0)
+    qpos = ant.data.qpos.copy()
+    qpos[2] = 1.5  # torso above 1.0: it cannot fall back into range within one 0.05 s step
+    ant.set_state(qpos, ant.data.qvel.copy())
+    _, _, terminated, _, _ = ant.step(np.zeros(8))
+    assert terminated
+    cheetah = LocomotionEnv("HalfCheetahVel")
+    cheetah.reset(seed=0)
+    assert not any(cheetah.step(np.ones(6))[2] for _ in range(20))
+
+
+def test_physics_settings_change_the_time_step() -> None:
+    assert LocomotionEnv("HalfCheetahVel", "maml").dt == pytest.approx(0.01)
+    assert LocomotionEnv("AntVel", "maml").dt == pytest.approx(0.02)
+    assert LocomotionEnv("AntVel", "peers").dt == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="physics"):
+        LocomotionEnv("AntVel", "rllab")
+
+
+@pytest.mark.parametrize("family", LOCOMOTION_FAMILIES)
+@pytest.mark.parametrize("physics", ["peers", "maml"])
+def test_batched_step_equals_the_single_env_step(family: str, physics: str) -> None:
+    n = 4
+    vector = make_task_vector_env(f"metarl/{family}-v0", n, physics)
+    assert isinstance(vector, LocomotionVectorEnv)
+    tasks = vector.sample_tasks(n, np.random.default_rng(0))
+    vector.set_tasks(tasks)
+    obs, _ = vector.reset(seed=3)
+    rng = np.random.default_rng(1)
+    single = LocomotionEnv(family, physics)
+    for _ in range(3):  # a few steps, each compared from the batched env's current state
+        states = vector._state.copy()
+        actions = rng.uniform(-1, 1, size=(n, vector.act_dim))
+        obs, rewards, terminated, _, _ = vector.step(actions)
+        for i in range(n):
+            single.set_task(tasks[i])
+            single.reset(seed=0)
+            single.set_state(states[i, vector._qpos_slice], states[i, vector._qvel_slice])
+            o, r, term, _, _ = single.step(actions[i])
+            assert np.allclose(obs[i], o, atol=1e-6), np.abs(obs[i] - o).max()
+            assert rewards[i] == pytest.approx(r, abs=1e-6)
+            assert terminated[i] == term
+
+
+def test_each_sub_environment_runs_its_own_task() -> None:
+    vector = make_task_vector_env("metarl/HalfCheetahVel-v0", 2)
+    assert isinstance(vector, LocomotionVectorEnv)
+    vector.set_tasks([Task.of(velocity=0.0), Task.of(velocity=2.0)])
+    vector.reset(seed=0)
+    vector._state[1] = vector._state[0]  # same state and zero action: only the task differs
+    x_before = vector._state[0, vector._qpos_slice][0]
+    _, rewards, _, _, _ = vector.step(np.zeros((2, 6)))
+    v = (vector._state[0, vector._qpos_slice][0] - x_before) / vector.dt
+    assert rewards == pytest.approx([-abs(v), -abs(v - 2.0)])
+
+
+def test_batched_episodes_agree_in_distribution_with_single_env_episodes() -> None:
+    """Warm-start differences make paths drift apart, so compare returns of a fixed policy."""
+    family, episodes, horizon = "HalfCheetahVel", 24, 60
+    weights = np.random.default_rng(7).normal(scale=0.3, size=(6, 17))
+    task = Task.of(velocity=1.0)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return np.tanh(obs @ weights.T)
+
+    vector = make_task_vector_env(f"metarl/{family}-v0", episodes)
+    vector.set_tasks([task] * episodes)
+    obs, _ = vector.reset(seed=11)
+    batched = np.zeros(episodes)
+    for _ in range(horizon):
+        obs, rewards, _, _, _ = vector.step(policy(obs))
+        batched += rewards
+    single = LocomotionEnv(family)
+    single.set_task(task)
+    looped = np.zeros(episodes)
+    for e in range(episodes):
+        o, _ = single.reset(seed=1000 + e)
+        for _ in range(horizon):
+            o, r, _, _, _ = single.step(policy(o[None])[0])
+            looped[e] += r
+    se = np.sqrt(batched.var(ddof=1) / episodes + looped.var(ddof=1) / episodes)
+    assert abs(batched.mean() - looped.mean()) < 4 * se + 1e-6
