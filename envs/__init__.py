@@ -25,6 +25,7 @@ __all__ = [
     "Task",
     "TaskEnv",
     "TaskVectorEnv",
+    "env_kwargs",
     "make_task_vector_env",
     "registered_env_ids",
 ]
@@ -69,15 +70,22 @@ def registered_env_ids() -> list[str]:
     return sorted(_ENVS)
 
 
+def env_kwargs(env_id: str, physics: str = "peers") -> dict[str, Any]:
+    """Keyword arguments that select ``physics`` for ``env_id``: pass them to ``gymnasium.make``
+    for a single environment that matches ``make_task_vector_env(env_id, n, physics)``."""
+    if env_id not in _ENVS:
+        known = ", ".join(registered_env_ids())
+        raise ValueError(f"unknown environment id {env_id!r} (known: {known})")
+    return {"physics": physics} if _ENVS[env_id].has_physics else {}
+
+
 def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers") -> TaskVectorEnv:
     """The natively vectorised form of ``env_id`` with ``num_envs`` sub-environments.
 
     ``physics`` selects the simulation setting of the MuJoCo families (see
     ``metarl.envs.locomotion``); other environments ignore it.
     """
-    if env_id not in _ENVS:
-        known = ", ".join(registered_env_ids())
-        raise ValueError(f"unknown environment id {env_id!r} (known: {known})")
+    physics_kwargs = env_kwargs(env_id, physics)
     entry = _ENVS[env_id]
     module_name, class_name = entry.vector.split(":")
     try:
@@ -86,6 +94,6 @@ def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers") -> 
         raise ValueError(
             f"{env_id} needs MuJoCo ({err.name} is missing): pip install -e '.[mujoco]'"
         ) from err
-    kwargs = dict(entry.kwargs, physics=physics) if entry.has_physics else dict(entry.kwargs)
+    kwargs = dict(entry.kwargs, **physics_kwargs)
     env: TaskVectorEnv = getattr(module, class_name)(num_envs, **kwargs)
     return env

@@ -9,6 +9,7 @@ episode always belongs to the task that was set, which is what the inner loop of
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -94,6 +95,11 @@ class TaskVectorEnv(gymnasium.vector.VectorEnv):
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         """Assign ``tasks[i]`` to sub-environment ``i``; ``len(tasks)`` must equal ``num_envs``."""
         raise NotImplementedError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_task_count(tasks: Sequence[Task], num_envs: int) -> None:

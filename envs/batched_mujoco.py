@@ -27,7 +27,7 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
-from metarl.envs.base import Task, TaskVectorEnv, check_task_count
+from metarl.envs.base import Task, TaskVectorEnv, check_task_count, usable_cores
 from metarl.envs.locomotion import (
     FAMILIES,
     StepArrays,
@@ -57,7 +57,7 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self.model = mujoco.MjModel.from_xml_path(robot.xml_path)
         self.frame_skip = robot.frame_skip[physics]
         self.dt = self.model.opt.timestep * self.frame_skip
-        threads = nthread or len(_usable_cores())
+        threads = nthread or usable_cores()
         self._rollout = mujoco.rollout.Rollout(nthread=threads)
         self._thread_data = [mujoco.MjData(self.model) for _ in range(threads)]
         self._scratch = mujoco.MjData(self.model)
@@ -133,8 +133,3 @@ class LocomotionVectorEnv(TaskVectorEnv):
                  contacts: np.ndarray | None) -> np.ndarray:
         return observation(self.family, qpos, qvel, contacts)
 
-
-def _usable_cores() -> set[int]:
-    import os
-
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else {0}

@@ -1,0 +1,144 @@
+"""Sampling throughput: environment steps per second with a policy in the loop.
+
+Compares, for one task family and ``tasks x episodes`` sub-environments:
+
+- ``batched``: metarl's natively vectorised environment (for MuJoCo: ``mujoco.rollout``, one
+  threaded C call per step);
+- ``sync``: gymnasium's ``SyncVectorEnv`` over the registered single environments;
+- ``async``: gymnasium's ``AsyncVectorEnv``, one process per sub-environment. One process per
+  sub-environment cannot hold hundreds of MuJoCo copies on a small machine, so it runs
+  ``async_envs`` of them and its rate is per step of that many;
+- ``physics_limit`` (MuJoCo only): bare ``mj_step`` calls in a tight loop on one core, divided by
+  the frame skip and multiplied by the usable cores: what the physics alone allows.
+
+The policy is the meta-policy's architecture with fresh parameters, evaluated for all
+sub-environments at once. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+
+from metarl.config import TrainConfig, resolve_threads
+from metarl.envs import env_kwargs, make_task_vector_env
+from metarl.envs.base import usable_cores
+from metarl.trainer import build_policy
+
+
+def _policy_fn(config: TrainConfig, obs_dim: int, act_dim: int) -> Callable[[np.ndarray],
+                                                                             np.ndarray]:
+    policy = build_policy(config, obs_dim, act_dim)
+    params = policy.initial_params()
+    generator = torch.Generator().manual_seed(0)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(obs, dtype=torch.float32)
+            action: np.ndarray = policy.sample(params, x, generator).numpy()
+        return action
+
+    return act
+
+
+def _steps_per_second(reset: Callable[[], np.ndarray], step: Callable[[np.ndarray], np.ndarray],
+                      act: Callable[[np.ndarray], np.ndarray], num_envs: int,
+                      horizon: int) -> float:
+    obs = reset()
+    start = time.perf_counter()
+    for _ in range(horizon):
+        obs = step(act(obs))
+    return num_envs * horizon / (time.perf_counter() - start)
+
+
+def _gymnasium_vector(
+    vector: gymnasium.vector.SyncVectorEnv | gymnasium.vector.AsyncVectorEnv, task: Any
+) -> tuple[
+        Callable[[], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    vector.call("set_task", task)
+
+    def reset() -> np.ndarray:
+        obs: np.ndarray = vector.reset(seed=0)[0]
+        return obs
+
+    def step(actions: np.ndarray) -> np.ndarray:
+        obs: np.ndarray = vector.step(actions)[0]
+        return obs
+
+    return reset, step
+
+
+def physics_limit(env_id: str, physics: str, cores: int, calls: int = 20000) -> float | None:
+    """Env steps per second that bare ``mj_step`` calls allow on ``cores`` cores."""
+    vector = make_task_vector_env(env_id, 1, physics)
+    model = getattr(vector, "model", None)
+    if model is None:
+        return None
+    import mujoco
+
+    data = mujoco.MjData(model)
+    mujoco.mj_resetData(model, data)
+    start = time.perf_counter()
+    for _ in range(calls):
+        mujoco.mj_step(model, data)
+    per_core = calls / (time.perf_counter() - start)
+    frame_skip: int = vector.frame_skip  # type: ignore[attr-defined]
+    return per_core / frame_skip * cores
+
+
+def run_throughput(config: TrainConfig, horizon: int | None = None,
+                   async_envs: int = 8) -> dict[str, Any]:
+    """Steps per second of each way of sampling ``config``'s meta-batch (see the module doc)."""
+    threads = resolve_threads(config.torch_threads)
+    torch.set_num_threads(threads)
+    horizon = horizon or config.horizon
+    num_envs = config.meta_batch_size * config.episodes_per_task
+    batched = make_task_vector_env(config.env_id, num_envs, config.physics)
+    tasks = batched.sample_tasks(config.meta_batch_size, np.random.default_rng(0))
+    batched.set_tasks([t for t in tasks for _ in range(config.episodes_per_task)])
+    act = _policy_fn(config, batched.obs_dim, batched.act_dim)
+
+    def batched_reset() -> np.ndarray:
+        obs: np.ndarray = batched.reset(seed=0)[0]
+        return obs
+
+    def batched_step(actions: np.ndarray) -> np.ndarray:
+        obs: np.ndarray = batched.step(actions)[0]
+        return obs
+
+    rates = {"batched": _steps_per_second(batched_reset, batched_step, act, num_envs, horizon)}
+    kwargs = env_kwargs(config.env_id, config.physics)
+    sync = gymnasium.vector.SyncVectorEnv(
+        [lambda: gymnasium.make(config.env_id, **kwargs) for _ in range(num_envs)]
+    )
+    rates["sync"] = _steps_per_second(*_gymnasium_vector(sync, tasks[0]), act, num_envs, horizon)
+    sync.close()
+    asynchronous = gymnasium.vector.AsyncVectorEnv(
+        [lambda: gymnasium.make(config.env_id, **kwargs) for _ in range(async_envs)]
+    )
+    rates["async"] = _steps_per_second(*_gymnasium_vector(asynchronous, tasks[0]), act,
+                                       async_envs, horizon)
+    asynchronous.close()
+    cores = usable_cores()
+    limit = physics_limit(config.env_id, config.physics, cores)
+    result: dict[str, Any] = {
+        "env_id": config.env_id,
+        "physics": config.physics,
+        "sub_environments": num_envs,
+        "async_sub_environments": async_envs,
+        "horizon": horizon,
+        "torch_threads": threads,
+        "cores": cores,
+        "env_steps_per_second": rates,
+        "physics_limit_steps_per_second": limit,
+        "batched_over_sync": rates["batched"] / rates["sync"],
+    }
+    if limit:
+        result["batched_fraction_of_physics_limit"] = rates["batched"] / limit
+    return result
+
