@@ -59,6 +59,8 @@ class TrainConfig:
         inner_lr: step size of the inner (adaptation) policy-gradient step (alpha).
         inner_steps: inner gradient steps per task (S).
         first_order: drop second-order terms of the meta-gradient (FOMAML).
+        estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
+            surrogate) or "lvc" (ProMP's low-variance curvature); see metarl.maml.
         outer: outer optimiser, "trpo" or "reinforce" (Adam on the query surrogate).
         outer_lr: Adam learning rate of the "reinforce" outer step (beta).
         max_kl: TRPO trust-region bound on the mean KL divergence.
@@ -94,6 +96,7 @@ class TrainConfig:
     inner_lr: float = 0.1
     inner_steps: int = 1
     first_order: bool = False
+    estimator: str = "maml"
     outer: str = "trpo"
     outer_lr: float = 1e-3
     max_kl: float = 0.01
@@ -156,6 +159,7 @@ class TrainConfig:
         _require(self, "activation", self.activation in _ACTIVATIONS, _one_of(_ACTIVATIONS))
         _require(self, "outer", self.outer in _OUTERS, _one_of(_OUTERS))
         _require(self, "physics", self.physics in _PHYSICS, _one_of(_PHYSICS))
+        _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> TrainConfig:
@@ -181,6 +185,7 @@ class TrainConfig:
 _ACTIVATIONS = ("tanh", "relu")
 _OUTERS = ("trpo", "reinforce")
 _PHYSICS = ("peers", "maml")
+_ESTIMATORS = ("maml", "lvc")
 
 
 def _one_of(choices: tuple[str, ...]) -> str:

@@ -4,10 +4,17 @@ For every task of a meta-batch the meta-parameters theta are adapted by ``adapt`
 support data, and the adapted parameters phi_i(theta) are scored on its query data. The
 meta-gradient differentiates through the inner step (second order) unless ``first_order``.
 
-Meta-gradient estimator: this is the *original MAML-RL surrogate*. It differentiates the query
-objective through phi_i(theta) but treats the support trajectories as fixed data, ignoring that
-their distribution depends on theta (the term ProMP, Rothfuss et al. 2018, arXiv:1810.06784
-Sec. 5, shows is dropped). It matches the published MAML-RL results.
+Meta-gradient estimators (``inner_loss_for``): every estimator's inner loss has the same value
+and gradient -- the vanilla policy gradient, so the adaptation step is identical -- and they
+differ only in the second derivative that the meta-gradient takes through it.
+
+- ``"maml"``: the *original MAML-RL surrogate* ``-mean_t log pi(a_t|s_t) A_t``. It treats the
+  support trajectories as fixed data and so drops the curvature that comes from their
+  distribution depending on theta (ProMP, Rothfuss et al. 2018, arXiv:1810.06784, Sec. 5). It
+  matches the published MAML-RL results.
+- ``"lvc"``: ProMP's low-variance curvature estimator, ``-mean_t (pi / stop_grad(pi)) A_t``,
+  whose Hessian adds the ``grad log pi grad log pi^T A`` term the original one drops (ProMP
+  Sec. 5.2); biased, but of lower variance than the unbiased DiCE estimator.
 
 Tasks are a tensor dimension: parameters are expanded to ``[N, ...]`` and every task's forward
 pass is one batched matmul. ``meta_gradient`` also offers ``torch.func.vmap`` over tasks (with a
@@ -47,6 +54,31 @@ class MetaBatch(NamedTuple):
     query: QueryBatch
 
 
+ESTIMATORS = ("maml", "lvc")
+
+
+def inner_loss_for(
+    policy: GaussianMLPPolicy, estimator: str = "maml"
+) -> Callable[[Params, StepBatch], Tensor]:
+    """The inner (adaptation) loss of a meta-gradient estimator (see the module docstring)."""
+    if estimator == "maml":
+        return reinforce_loss(policy)
+    if estimator == "lvc":
+        return lvc_loss(policy)
+    raise ValueError(f"unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
+
+
+def lvc_loss(policy: GaussianMLPPolicy) -> Callable[[Params, StepBatch], Tensor]:
+    """``-mean_t exp(log pi - stop_grad(log pi)) A_t`` per task (ProMP's J^LVC, eq. 13)."""
+
+    def loss(params: Params, batch: StepBatch) -> Tensor:
+        log_prob = policy.log_prob(params, batch.observations, batch.actions)
+        ratio = torch.exp(log_prob - log_prob.detach())
+        return -masked_mean(ratio * batch.advantages, batch.mask)
+
+    return loss
+
+
 def reinforce_loss(policy: GaussianMLPPolicy) -> Callable[[Params, StepBatch], Tensor]:
     """Vanilla policy-gradient loss ``-mean_t log pi(a_t|s_t) A_t`` per task: the inner loss."""
 
@@ -71,6 +103,7 @@ def surrogate_loss(policy: GaussianMLPPolicy) -> Callable[[Params, QueryBatch], 
 
 def query_loss_and_kl(
     policy: GaussianMLPPolicy,
+    inner_loss: Callable[[Params, StepBatch], Tensor],
     params: Params,
     batch: MetaBatch,
     inner_lr: float,
@@ -85,8 +118,7 @@ def query_loss_and_kl(
     for start in range(0, n, chunk):
         part: MetaBatch = _tasks(batch, slice(start, start + chunk))
         m = part.query.old_log_prob.shape[0]
-        adapted = adapt(reinforce_loss(policy), per_task(params, m), part.supports, inner_lr,
-                        first_order)
+        adapted = adapt(inner_loss, per_task(params, m), part.supports, inner_lr, first_order)
         steps = part.query.steps
         mean, log_std = policy.distribution_params(adapted, steps.observations)
         log_prob = gaussian_log_prob(mean, log_std, steps.actions)
@@ -189,6 +221,7 @@ def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generato
 
 def fisher_vector_product(
     policy: GaussianMLPPolicy,
+    inner_loss: Callable[[Params, StepBatch], Tensor],
     params: Params,
     batch: MetaBatch,
     inner_lr: float,
@@ -204,8 +237,7 @@ def fisher_vector_product(
     """
     n = batch.query.old_log_prob.shape[0]
     leaves = detached_leaves(params)
-    adapted = adapt(reinforce_loss(policy), per_task(leaves, n), batch.supports, inner_lr,
-                    first_order)
+    adapted = adapt(inner_loss, per_task(leaves, n), batch.supports, inner_lr, first_order)
     steps = batch.query.steps
     mean, log_std = policy.distribution_params(adapted, steps.observations)
     weights = steps.mask / (n * steps.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]

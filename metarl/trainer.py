@@ -36,9 +36,9 @@ from metarl.maml import (
     MetaBatch,
     QueryBatch,
     fisher_vector_product,
+    inner_loss_for,
     meta_gradient,
     query_loss_and_kl,
-    reinforce_loss,
     subsample_steps,
     surrogate_loss,
 )
@@ -85,7 +85,7 @@ class MetaLearner:
         self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)
         self.task_rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.inner_loss = reinforce_loss(self.policy)
+        self.inner_loss = inner_loss_for(self.policy, config.estimator)
         self.outer_loss = surrogate_loss(self.policy)
 
     def initial_state(self) -> TrainState:
@@ -146,14 +146,16 @@ class MetaLearner:
 
         def loss_and_kl(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
             return query_loss_and_kl(
-                self.policy, params, batch, c.inner_lr, c.first_order, c.meta_grad_chunk
+                self.policy, self.inner_loss, params, batch, c.inner_lr, c.first_order,
+                c.meta_grad_chunk,
             )
 
         if c.outer == "trpo":
             gradient = flatten(grads)
+            curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator)
             fisher = fisher_vector_product(
-                self.policy, state.params, subsample_steps(batch, c.fvp_fraction, self.generator),
-                c.inner_lr, c.first_order, c.cg_damping,
+                self.policy, self.inner_loss, state.params, curvature_batch, c.inner_lr,
+                c.first_order, c.cg_damping,
             )
             result = trpo_step(
                 state.params, gradient, loss.item(), fisher, loss_and_kl,

@@ -8,7 +8,13 @@ from metarl.linalg import (
     gauss_newton_vector_product,
     unflatten,
 )
-from metarl.maml import MetaBatch, QueryBatch, fisher_vector_product, query_loss_and_kl
+from metarl.maml import (
+    MetaBatch,
+    QueryBatch,
+    fisher_vector_product,
+    query_loss_and_kl,
+    reinforce_loss,
+)
 from metarl.policies import GaussianMLPPolicy
 
 
@@ -83,12 +89,14 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl_through_adaptation() ->
     batch = _tiny_meta_batch(policy, n=3, m=6)
 
     def mean_kl(flat: torch.Tensor) -> torch.Tensor:
-        return query_loss_and_kl(policy, unflatten(flat, params), batch, inner_lr=0.5)[1]
+        return query_loss_and_kl(policy, reinforce_loss(policy), unflatten(flat, params), batch,
+                                 inner_lr=0.5)[1]
 
     theta = flatten(params)
     hessian = torch.autograd.functional.hessian(mean_kl, theta)
     for first_order in (False, True):
-        product = fisher_vector_product(policy, params, batch, 0.5, first_order=first_order)
+        product = fisher_vector_product(policy, reinforce_loss(policy), params, batch, 0.5,
+                                        first_order=first_order)
         explicit = torch.stack([product(e) for e in torch.eye(theta.numel(), dtype=theta.dtype)])
         if first_order:
             # FOMAML treats d phi / d theta as the identity: the KL Hessian at phi itself
