@@ -1,8 +1,9 @@
-"""The `metarl` command: train, evaluate and benchmark from a YAML preset.
+"""The `metarl` command: train, evaluate, benchmark and render videos from a YAML preset.
 
     metarl train navigation2d --run-dir runs/nav --meta-batch-size 10
     metarl eval runs/nav
     metarl bench navigation2d --iterations 5
+    metarl video runs/nav --tasks 2
 
 Every error is reported as one line `metarl: error: ...` on stderr, never a traceback: exit code 2
 for a malformed command line, 1 for a bad config or file, 130 when interrupted.
@@ -134,7 +135,48 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         "--iterations", type=_count(1), default=5, help="timed iterations (default: 5)"
     )
     bench.add_argument("--repeats", type=_count(1), default=3, help="repetitions (default: 3)")
-    return parser, {"train": train, "eval": evaluate, "bench": bench}
+
+    video = commands.add_parser(
+        "video",
+        help="render the meta-policy adapting to held-out tasks",
+        description="Render a run's meta-policy before adaptation and after 1..STEPS inner steps "
+        "on held-out tasks, side by side (rows: tasks, columns: steps), offscreen, to an mp4.",
+        allow_abbrev=False,
+    )
+    video.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="folder of a train run")
+    video.add_argument("--tasks", type=_count(1), default=2, help="held-out tasks (default: 2)")
+    video.add_argument(
+        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
+    )
+    video.add_argument(
+        "--episodes",
+        type=_count(1),
+        default=20,
+        help="episodes per task and step that drive the adaptation (default: 20)",
+    )
+    video.add_argument(
+        "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
+    )
+    video.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="which checkpoint to render (default: best)",
+    )
+    video.add_argument(
+        "--out", type=Path, help="output .mp4 or .gif file (default: RUN_DIR/video.mp4)"
+    )
+    video.add_argument("--gif", action="store_true", help="also write a GIF beside the mp4")
+    video.add_argument(
+        "--size", type=_count(16), default=240, help="pixels per panel side (default: 240)"
+    )
+    video.add_argument(
+        "--shadows",
+        action="store_true",
+        help="MuJoCo shadows and reflections (about 3x slower without a GPU)",
+    )
+    video.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video}
 
 
 def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -250,10 +292,37 @@ def _bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def _video(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+
+    from metarl.video import record_video
+
+    path = record_video(
+        run_dir,
+        tasks=args.tasks,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        gif=args.gif,
+        size=args.size,
+        shadows=args.shadows,
+        progress=not args.no_progress,
+    )
+    print(f"video: {path}")
+    if args.gif and path.suffix.lower() != ".gif":
+        print(f"gif:   {path.with_suffix('.gif')}")
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "train": _train,
     "eval": _eval,
     "bench": _bench,
+    "video": _video,
 }
 
 
