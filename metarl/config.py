@@ -61,8 +61,15 @@ class TrainConfig:
         first_order: drop second-order terms of the meta-gradient (FOMAML).
         estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
             surrogate) or "lvc" (ProMP's low-variance curvature); see metarl.maml.
-        outer: outer optimiser, "trpo" or "reinforce" (Adam on the query surrogate).
-        outer_lr: Adam learning rate of the "reinforce" outer step (beta).
+        outer: outer step: "trpo"; "adam" (one Adam step on the query surrogate, the REINFORCE
+            outer step); or "promp" (ProMP: promp_steps Adam steps on the clipped surrogate with a
+            KL penalty on the pre-update policy, Rothfuss et al. 2018, arXiv:1810.06784).
+        outer_lr: Adam learning rate of the "adam" and "promp" outer steps (beta).
+        promp_steps: Adam steps per meta-batch of the "promp" outer step.
+        clip_eps: likelihood-ratio clipping range of the "promp" outer step.
+        inner_kl_coef: initial weight of the "promp" KL penalty on the pre-update policy.
+        inner_kl_target: KL the "promp" penalty weight adapts toward (doubled when the measured KL
+            exceeds 1.5 times it, halved below a 1.5th of it).
         max_kl: TRPO trust-region bound on the mean KL divergence.
         cg_iters: conjugate-gradient iterations for the TRPO step direction.
         cg_damping: damping added to the Fisher-vector products (F + damping * I).
@@ -99,6 +106,10 @@ class TrainConfig:
     estimator: str = "maml"
     outer: str = "trpo"
     outer_lr: float = 1e-3
+    promp_steps: int = 5
+    clip_eps: float = 0.3
+    inner_kl_coef: float = 5e-4
+    inner_kl_target: float = 0.01
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
@@ -134,6 +145,7 @@ class TrainConfig:
             "inner_steps",
             "cg_iters",
             "ls_max_steps",
+            "promp_steps",
             "log_interval",
             "checkpoint_interval",
             "eval_tasks",
@@ -142,7 +154,8 @@ class TrainConfig:
             _require(self, name, getattr(self, name) >= 1, ">= 1")
         for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk"):
             _require(self, name, getattr(self, name) >= 0, ">= 0")
-        for name in ("inner_lr", "outer_lr", "max_kl", "baseline_ridge"):
+        for name in ("inner_lr", "outer_lr", "max_kl", "baseline_ridge", "clip_eps",
+                     "inner_kl_coef", "inner_kl_target"):
             _require(self, name, getattr(self, name) > 0, "> 0")
         _require(self, "cg_damping", self.cg_damping >= 0, ">= 0")
         _require(self, "ls_backtrack", 0 < self.ls_backtrack < 1, "in (0, 1)")
@@ -183,7 +196,7 @@ class TrainConfig:
 
 
 _ACTIVATIONS = ("tanh", "relu")
-_OUTERS = ("trpo", "reinforce")
+_OUTERS = ("trpo", "adam", "promp")
 _PHYSICS = ("peers", "maml")
 _ESTIMATORS = ("maml", "lvc")
 

@@ -44,15 +44,17 @@ from metarl.maml import (
 )
 from metarl.outer import AdamState, adam_init, adam_step, trpo_step
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
+from metarl.promp import promp_step
 from metarl.rollout import rollout
 
 
 class TrainState(NamedTuple):
     params: Params
-    adam: AdamState | None
+    adam: AdamState | None  # the "adam" and "promp" outer steps' optimiser state
     iteration: int
     env_steps: int
     best_return: float
+    kl_coef: float = 0.0  # the "promp" outer step's current KL penalty weight
 
 
 def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> GaussianMLPPolicy:
@@ -90,8 +92,8 @@ class MetaLearner:
 
     def initial_state(self) -> TrainState:
         params = self.policy.initial_params()
-        adam = adam_init(params) if self.config.outer == "reinforce" else None
-        return TrainState(params, adam, 0, 0, float("-inf"))
+        adam = adam_init(params) if self.config.outer in ("adam", "promp") else None
+        return TrainState(params, adam, 0, 0, float("-inf"), self.config.inner_kl_coef)
 
     def sample(self, params: Params) -> tuple[MetaBatch, dict[str, float]]:
         """Support and query episodes for a fresh meta-batch of tasks.
@@ -134,15 +136,10 @@ class MetaLearner:
             self.generator, seed,
         )
 
-    def update(
-        self, state: TrainState, batch: MetaBatch
-    ) -> tuple[Params, AdamState | None, dict[str, float]]:
-        """The outer step on ``batch``; returns new parameters, optimiser state and metrics."""
+    def update(self, state: TrainState, batch: MetaBatch) -> tuple[TrainState, dict[str, float]]:
+        """The outer step on ``batch``: the state with new parameters (and optimiser state),
+        and the step's metrics. The iteration and step counters are the caller's."""
         c = self.config
-        loss, grads = meta_gradient(
-            self.inner_loss, self.outer_loss, state.params, batch.supports, batch.query,
-            c.inner_lr, c.first_order, mode="batched", chunk_size=c.meta_grad_chunk,
-        )
 
         def loss_and_kl(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
             return query_loss_and_kl(
@@ -150,6 +147,28 @@ class MetaLearner:
                 c.meta_grad_chunk,
             )
 
+        if c.outer == "promp":
+            assert state.adam is not None
+            promp = promp_step(
+                self.policy, self.inner_loss, state.params, state.adam, batch, c.inner_lr,
+                c.outer_lr, c.promp_steps, c.clip_eps, state.kl_coef, c.inner_kl_target,
+                c.first_order, c.meta_grad_chunk,
+            )
+            with torch.no_grad():
+                loss_after, kl = loss_and_kl(promp.params)
+            metrics = {
+                "outer/surrogate_before": promp.loss_before,
+                "outer/surrogate_after": loss_after.item(),
+                "outer/kl": kl.item(),
+                "outer/pre_update_kl": promp.pre_update_kl,
+                "outer/kl_coef": state.kl_coef,
+            }
+            new = state._replace(params=promp.params, adam=promp.adam, kl_coef=promp.kl_coef)
+            return new, metrics
+        loss, grads = meta_gradient(
+            self.inner_loss, self.outer_loss, state.params, batch.supports, batch.query,
+            c.inner_lr, c.first_order, mode="batched", chunk_size=c.meta_grad_chunk,
+        )
         if c.outer == "trpo":
             gradient = flatten(grads)
             curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator)
@@ -169,7 +188,7 @@ class MetaLearner:
                 "outer/accepted": float(result.accepted),
                 "outer/cg_residual": result.cg_residual,
             }
-            return result.params, None, metrics
+            return state._replace(params=result.params), metrics
         assert state.adam is not None
         params, adam = adam_step(state.params, grads, state.adam, c.outer_lr)
         with torch.no_grad():
@@ -179,13 +198,13 @@ class MetaLearner:
             "outer/surrogate_after": loss_after.item(),
             "outer/kl": kl.item(),
         }
-        return params, adam, metrics
+        return state._replace(params=params, adam=adam), metrics
 
     def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
         start = time.perf_counter()
         batch, metrics = self.sample(state.params)
         sampled = time.perf_counter()
-        params, adam, update_metrics = self.update(state, batch)
+        updated, update_metrics = self.update(state, batch)
         done = time.perf_counter()
         env_steps = state.env_steps + int(metrics.pop("env/steps_per_iteration"))
         metrics.update(update_metrics)
@@ -196,7 +215,8 @@ class MetaLearner:
             "env/steps": float(env_steps),
         })
         best = max(state.best_return, metrics["query/return"])
-        return TrainState(params, adam, state.iteration + 1, env_steps, best), metrics
+        return updated._replace(iteration=state.iteration + 1, env_steps=env_steps,
+                                best_return=best), metrics
 
 
 def checkpoint_payload(

@@ -82,7 +82,8 @@ def test_trpo_iteration_respects_the_kl_bound() -> None:
 
 
 @pytest.mark.parametrize("extra", [
-    ["--outer", "reinforce", "--outer-lr", "0.01"],
+    ["--outer", "adam", "--outer-lr", "0.01"],
+    ["--outer", "promp", "--estimator", "lvc", "--promp-steps", "2"],
     ["--inner-steps", "2"],
     ["--first-order", "true", "--fvp-fraction", "1.0"],
 ])
