@@ -135,6 +135,18 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         "--iterations", type=_count(1), default=5, help="timed iterations (default: 5)"
     )
     bench.add_argument("--repeats", type=_count(1), default=3, help="repetitions (default: 3)")
+    bench.add_argument(
+        "--throughput",
+        action="store_true",
+        help="instead, measure sampling throughput (env steps/s) of the batched environment "
+        "against gymnasium's Sync/AsyncVectorEnv and the physics limit",
+    )
+    bench.add_argument(
+        "--async-envs",
+        type=_count(1),
+        default=8,
+        help="sub-environments of the AsyncVectorEnv in --throughput (default: 8)",
+    )
 
     video = commands.add_parser(
         "video",
@@ -285,9 +297,14 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def _bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     _, config = _load(args.config, overrides)
 
-    from metarl.bench import run_bench
+    if args.throughput:
+        from metarl.throughput import run_throughput
 
-    result = run_bench(config, iterations=args.iterations, repeats=args.repeats)
+        result = run_throughput(config, async_envs=args.async_envs)
+    else:
+        from metarl.bench import run_bench
+
+        result = run_bench(config, iterations=args.iterations, repeats=args.repeats)
     print(json.dumps(result, indent=2))
     return 0
 
