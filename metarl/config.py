@@ -60,7 +60,8 @@ class TrainConfig:
         inner_steps: inner gradient steps per task (S).
         first_order: drop second-order terms of the meta-gradient (FOMAML).
         estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
-            surrogate) or "lvc" (ProMP's low-variance curvature); see metarl.maml.
+            surrogate), "lvc" (ProMP's low-variance curvature) or "dice" (unbiased); see
+            metarl.estimators.
         outer: outer step: "trpo"; "adam" (one Adam step on the query surrogate, the REINFORCE
             outer step); or "promp" (ProMP: promp_steps Adam steps on the clipped surrogate with a
             KL penalty on the pre-update policy, Rothfuss et al. 2018, arXiv:1810.06784).
@@ -198,7 +199,7 @@ class TrainConfig:
 _ACTIVATIONS = ("tanh", "relu")
 _OUTERS = ("trpo", "adam", "promp")
 _PHYSICS = ("peers", "maml")
-_ESTIMATORS = ("maml", "lvc")
+_ESTIMATORS = ("maml", "lvc", "dice")
 
 
 def _one_of(choices: tuple[str, ...]) -> str:

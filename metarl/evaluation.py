@@ -24,8 +24,8 @@ from metarl.checkpoint import load_checkpoint
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.envs import make_task_vector_env
 from metarl.episodes import episode_returns
+from metarl.estimators import reinforce_loss
 from metarl.linalg import Params
-from metarl.maml import reinforce_loss
 from metarl.rollout import rollout
 from metarl.trainer import advantages_batch, build_policy
 

@@ -4,17 +4,8 @@ For every task of a meta-batch the meta-parameters theta are adapted by ``adapt`
 support data, and the adapted parameters phi_i(theta) are scored on its query data. The
 meta-gradient differentiates through the inner step (second order) unless ``first_order``.
 
-Meta-gradient estimators (``inner_loss_for``): every estimator's inner loss has the same value
-and gradient -- the vanilla policy gradient, so the adaptation step is identical -- and they
-differ only in the second derivative that the meta-gradient takes through it.
-
-- ``"maml"``: the *original MAML-RL surrogate* ``-mean_t log pi(a_t|s_t) A_t``. It treats the
-  support trajectories as fixed data and so drops the curvature that comes from their
-  distribution depending on theta (ProMP, Rothfuss et al. 2018, arXiv:1810.06784, Sec. 5). It
-  matches the published MAML-RL results.
-- ``"lvc"``: ProMP's low-variance curvature estimator, ``-mean_t (pi / stop_grad(pi)) A_t``,
-  whose Hessian adds the ``grad log pi grad log pi^T A`` term the original one drops (ProMP
-  Sec. 5.2); biased, but of lower variance than the unbiased DiCE estimator.
+Meta-gradient estimator: whichever the inner loss implements (``metarl.estimators``): the
+original MAML-RL surrogate by default, ProMP's LVC or DiCE on request.
 
 Tasks are a tensor dimension: parameters are expanded to ``[N, ...]`` and every task's forward
 pass is one batched matmul. ``meta_gradient`` also offers ``torch.func.vmap`` over tasks (with a
@@ -52,41 +43,6 @@ class QueryBatch(NamedTuple):
 class MetaBatch(NamedTuple):
     supports: list[StepBatch]  # one per inner step; step s was sampled with phi after s steps
     query: QueryBatch
-
-
-ESTIMATORS = ("maml", "lvc")
-
-
-def inner_loss_for(
-    policy: GaussianMLPPolicy, estimator: str = "maml"
-) -> Callable[[Params, StepBatch], Tensor]:
-    """The inner (adaptation) loss of a meta-gradient estimator (see the module docstring)."""
-    if estimator == "maml":
-        return reinforce_loss(policy)
-    if estimator == "lvc":
-        return lvc_loss(policy)
-    raise ValueError(f"unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
-
-
-def lvc_loss(policy: GaussianMLPPolicy) -> Callable[[Params, StepBatch], Tensor]:
-    """``-mean_t exp(log pi - stop_grad(log pi)) A_t`` per task (ProMP's J^LVC, eq. 13)."""
-
-    def loss(params: Params, batch: StepBatch) -> Tensor:
-        log_prob = policy.log_prob(params, batch.observations, batch.actions)
-        ratio = torch.exp(log_prob - log_prob.detach())
-        return -masked_mean(ratio * batch.advantages, batch.mask)
-
-    return loss
-
-
-def reinforce_loss(policy: GaussianMLPPolicy) -> Callable[[Params, StepBatch], Tensor]:
-    """Vanilla policy-gradient loss ``-mean_t log pi(a_t|s_t) A_t`` per task: the inner loss."""
-
-    def loss(params: Params, batch: StepBatch) -> Tensor:
-        log_prob = policy.log_prob(params, batch.observations, batch.actions)
-        return -masked_mean(log_prob * batch.advantages, batch.mask)
-
-    return loss
 
 
 def surrogate_loss(policy: GaussianMLPPolicy) -> Callable[[Params, QueryBatch], Tensor]:
@@ -194,11 +150,13 @@ def _task_count(data: Any) -> int:
     return int(leaves[0].shape[0])
 
 
-def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generator) -> MetaBatch:
+def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generator,
+                    subsample_supports: bool = True) -> MetaBatch:
     """The same random ``fraction`` of steps from every support and the query (at least one).
 
     TRPO estimates its curvature on a subsample of the data (Schulman et al. 2015,
-    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it.
+    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it. Supports are
+    kept whole when ``subsample_supports`` is false (DiCE needs whole episodes).
     """
     if fraction >= 1.0:
         return batch
@@ -207,7 +165,8 @@ def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generato
         keep = max(1, math.ceil(fraction * num_steps))
         return torch.randperm(num_steps, generator=generator)[:keep].sort().values
 
-    supports = [s.subsample(pick(s.mask.shape[-1])) for s in batch.supports]
+    supports = ([s.subsample(pick(s.mask.shape[-1])) for s in batch.supports]
+                if subsample_supports else batch.supports)
     q = batch.query
     index = pick(q.steps.mask.shape[-1])
     query = QueryBatch(

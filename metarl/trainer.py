@@ -30,13 +30,13 @@ from metarl.episodes import (
     normalize_per_task,
     to_step_batch,
 )
+from metarl.estimators import inner_loss_for
 from metarl.linalg import Params, flatten
 from metarl.logger import RunLogger
 from metarl.maml import (
     MetaBatch,
     QueryBatch,
     fisher_vector_product,
-    inner_loss_for,
     meta_gradient,
     query_loss_and_kl,
     subsample_steps,
@@ -87,7 +87,7 @@ class MetaLearner:
         self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)
         self.task_rng = np.random.default_rng(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.inner_loss = inner_loss_for(self.policy, config.estimator)
+        self.inner_loss = inner_loss_for(self.policy, config.estimator, config.episodes_per_task)
         self.outer_loss = surrogate_loss(self.policy)
 
     def initial_state(self) -> TrainState:
@@ -171,7 +171,8 @@ class MetaLearner:
         )
         if c.outer == "trpo":
             gradient = flatten(grads)
-            curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator)
+            curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator,
+                                              subsample_supports=c.estimator != "dice")
             fisher = fisher_vector_product(
                 self.policy, self.inner_loss, state.params, curvature_batch, c.inner_lr,
                 c.first_order, c.cg_damping,

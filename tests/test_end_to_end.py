@@ -84,6 +84,7 @@ def test_trpo_iteration_respects_the_kl_bound() -> None:
 @pytest.mark.parametrize("extra", [
     ["--outer", "adam", "--outer-lr", "0.01"],
     ["--outer", "promp", "--estimator", "lvc", "--promp-steps", "2"],
+    ["--estimator", "dice"],
     ["--inner-steps", "2"],
     ["--first-order", "true", "--fvp-fraction", "1.0"],
 ])

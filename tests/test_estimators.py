@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from metarl.episodes import StepBatch
+from metarl.estimators import inner_loss_for
 from metarl.linalg import flatten, unflatten
-from metarl.maml import inner_loss_for
 from metarl.policies import GaussianMLPPolicy
 
 
@@ -61,3 +61,77 @@ def test_unknown_estimator() -> None:
     policy, _, _ = _problem()
     with pytest.raises(ValueError, match="estimator"):
         inner_loss_for(policy, "dice2")
+
+
+class _TabularPolicy:
+    """Softmax policy over 2 actions in 2 one-hot states: enough to enumerate an MDP exactly."""
+
+    def log_prob(self, params: dict[str, torch.Tensor], obs: torch.Tensor,
+                 actions: torch.Tensor) -> torch.Tensor:
+        logits = obs @ params["logits"]  # one-hot state rows pick the state's logits
+        log_probs = torch.log_softmax(logits, dim=-1)
+        return log_probs.gather(-1, actions.long()).squeeze(-1)
+
+
+# 2 steps from state 0; the next state is the action taken; reward r(s, a) = REWARD[s, a]
+REWARD = torch.tensor([[1.0, 0.0], [0.5, 2.0]], dtype=torch.float64)
+
+
+def _trajectories() -> list[tuple[int, int]]:
+    return [(a0, a1) for a0 in (0, 1) for a1 in (0, 1)]
+
+
+def _episode(a0: int, a1: int) -> StepBatch:
+    """One episode as a StepBatch with reward-to-go advantages (time-major, B = 1)."""
+    obs = torch.eye(2, dtype=torch.float64)[[0, a0]]
+    actions = torch.tensor([[a0], [a1]], dtype=torch.float64)
+    to_go = torch.stack([REWARD[0, a0] + REWARD[a0, a1], REWARD[a0, a1]])
+    return StepBatch(obs, actions, to_go, torch.ones(2, dtype=torch.float64))
+
+
+def _expected_return(logits: torch.Tensor) -> torch.Tensor:
+    pi = torch.softmax(logits.view(2, 2), dim=-1)
+    return sum(pi[0, a0] * pi[a0, a1] * (REWARD[0, a0] + REWARD[a0, a1])
+               for a0, a1 in _trajectories())
+
+
+def _expected_derivatives(estimator: str, logits: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """E over trajectories (enumerated, weighted by their probabilities) of the gradient and
+    Hessian of the per-episode surrogate -T * loss (T = 2 steps)."""
+    policy = _TabularPolicy()
+    loss = inner_loss_for(policy, estimator, episodes_per_task=1)
+    pi = torch.softmax(logits.view(2, 2), dim=-1).detach()
+    gradient = torch.zeros(4, dtype=torch.float64)
+    hessian = torch.zeros(4, 4, dtype=torch.float64)
+    for a0, a1 in _trajectories():
+        episode = _episode(a0, a1)
+
+        def surrogate(flat: torch.Tensor, episode: StepBatch = episode) -> torch.Tensor:
+            return -2.0 * loss({"logits": flat.view(2, 2)}, episode)
+
+        weight = pi[0, a0] * pi[a0, a1]
+        gradient += weight * torch.autograd.functional.jacobian(surrogate, logits)
+        hessian += weight * torch.autograd.functional.hessian(surrogate, logits)
+    return gradient, hessian
+
+
+def test_dice_is_unbiased_for_gradient_and_hessian_of_the_expected_return() -> None:
+    logits = torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=torch.float64)
+    exact_gradient = torch.autograd.functional.jacobian(_expected_return, logits)
+    exact_hessian = torch.autograd.functional.hessian(_expected_return, logits)
+    for estimator in ("maml", "lvc", "dice"):
+        gradient, hessian = _expected_derivatives(estimator, logits)
+        assert torch.allclose(gradient, exact_gradient, atol=1e-12), estimator
+        if estimator == "dice":
+            assert torch.allclose(hessian, exact_hessian, atol=1e-12)
+        else:  # the other two drop curvature terms: biased second derivatives
+            assert not torch.allclose(hessian, exact_hessian, atol=1e-3), estimator
+
+
+def test_dice_needs_whole_episodes() -> None:
+    loss = inner_loss_for(_TabularPolicy(), "dice", episodes_per_task=3)
+    with pytest.raises(ValueError, match="episodes"):
+        loss({"logits": torch.zeros(2, 2, dtype=torch.float64)}, _episode(0, 1))
+    with pytest.raises(ValueError, match="episodes_per_task"):
+        inner_loss_for(_TabularPolicy(), "dice")

@@ -2,6 +2,7 @@ import torch
 
 from metarl.adaptation import per_task
 from metarl.episodes import StepBatch
+from metarl.estimators import reinforce_loss
 from metarl.linalg import (
     conjugate_gradient,
     flatten,
@@ -13,7 +14,6 @@ from metarl.maml import (
     QueryBatch,
     fisher_vector_product,
     query_loss_and_kl,
-    reinforce_loss,
 )
 from metarl.policies import GaussianMLPPolicy
 
@@ -77,8 +77,6 @@ def _tiny_meta_batch(policy: GaussianMLPPolicy, n: int, m: int) -> MetaBatch:
 def _adapted(policy: GaussianMLPPolicy, params: dict[str, torch.Tensor], support: StepBatch,
              n: int) -> dict[str, torch.Tensor]:
     from metarl.adaptation import adapt
-    from metarl.maml import reinforce_loss
-
     return adapt(reinforce_loss(policy), per_task(params, n), [support], 0.5)
 
 

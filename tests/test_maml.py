@@ -10,10 +10,10 @@ import torch
 
 from metarl.adaptation import adapt, per_task
 from metarl.episodes import StepBatch
+from metarl.estimators import reinforce_loss
 from metarl.maml import (
     QueryBatch,
     meta_gradient,
-    reinforce_loss,
     surrogate_loss,
 )
 from metarl.policies import GaussianMLPPolicy
