@@ -91,8 +91,9 @@ def _episode(a0: int, a1: int) -> StepBatch:
 
 def _expected_return(logits: torch.Tensor) -> torch.Tensor:
     pi = torch.softmax(logits.view(2, 2), dim=-1)
-    return sum(pi[0, a0] * pi[a0, a1] * (REWARD[0, a0] + REWARD[a0, a1])
-               for a0, a1 in _trajectories())
+    terms = [pi[0, a0] * pi[a0, a1] * (REWARD[0, a0] + REWARD[a0, a1])
+             for a0, a1 in _trajectories()]
+    return torch.stack(terms).sum()
 
 
 def _expected_derivatives(estimator: str, logits: torch.Tensor
