@@ -382,12 +382,15 @@ def write_video(
             if len(outputs) > (mp4 is not None):
                 gif_frames.append(frame)
             count += 1
-    finally:
+        if count == 0:
+            raise ValueError("no frames to write")
+    except BaseException:  # also an interruption: leave no half-written file behind
         if mp4 is not None:
             mp4.close()
-    if count == 0:
-        raise ValueError("no frames to write")
+            _partial(path).unlink(missing_ok=True)
+        raise
     if mp4 is not None:
+        mp4.close()
         os.replace(_partial(path), path)
     for out in outputs:
         if out.suffix.lower() == ".gif":
@@ -490,7 +493,8 @@ def record_video(
     GIF, and ``gif=True`` also writes one beside the mp4 (same name, ``.gif``). ``size`` is
     each panel's width and height in pixels; ``shadows`` turns MuJoCo's shadows and
     reflections on (about 3x slower in software, see ``set_render_quality``). ``tensorboard``,
-    a ``SummaryWriter``, also receives the video at ``global_step`` (see ``log_video``).
+    a ``SummaryWriter``, also receives the video at ``global_step`` (see ``log_video``); that,
+    like a GIF, holds every frame in memory (the mp4 alone is written one frame at a time).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():

@@ -35,6 +35,7 @@ from metarl.video import (
     set_render_quality,
     step_caption,
     task_caption,
+    write_video,
 )
 
 imageio = pytest.importorskip("imageio.v3")
@@ -149,6 +150,18 @@ def test_bad_out_suffix_is_one_error_line(
 ) -> None:
     assert main(["video", str(run), "--out", str(tmp_path / "a.avi"), "--no-progress"]) == 1
     _one_error_line(capsys, "--out must end in .mp4 or .gif")
+
+
+def test_interrupted_write_leaves_no_file(tmp_path: Path) -> None:
+    def frames():
+        yield np.zeros((32, 32, 3), dtype=np.uint8)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_video(tmp_path / "x.mp4", frames())
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "y.mp4", iter([]))
+    assert not list(tmp_path.iterdir())
 
 
 def test_captions() -> None:
