@@ -58,14 +58,23 @@ class TrainConfig:
         init_log_std: initial log standard deviation of the Gaussian policy.
         inner_lr: step size of the inner (adaptation) policy-gradient step (alpha).
         inner_steps: inner gradient steps per task (S).
-        first_order: drop second-order terms of the meta-gradient (FOMAML).
+        learner: meta-learner: "maml", "fomaml" (MAML without second-order terms), "reptile"
+            (Nichol et al. 2018: theta moves toward the adapted parameters) or "imaml"
+            (Rajeswaran et al. 2019: implicit gradient of a proximal inner problem; its
+            inner_steps are gradient steps of that problem on one support batch).
+        first_order: drop second-order terms of the meta-gradient (the same as learner fomaml).
+        prox_lambda: strength lambda of iMAML's proximal term lambda/2 |phi - theta|^2.
+        prox_damping: damping d of iMAML's conjugate-gradient solve of ((1 + d) I + H/lambda);
+            the support Hessian H is indefinite in RL and needs it.
         estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
             surrogate), "lvc" (ProMP's low-variance curvature) or "dice" (unbiased); see
             metarl.estimators.
         outer: outer step: "trpo"; "adam" (one Adam step on the query surrogate, the REINFORCE
-            outer step); or "promp" (ProMP: promp_steps Adam steps on the clipped surrogate with a
-            KL penalty on the pre-update policy, Rothfuss et al. 2018, arXiv:1810.06784).
-        outer_lr: Adam learning rate of the "adam" and "promp" outer steps (beta).
+            outer step); "sgd" (one plain gradient step of rate outer_lr); or "promp" (ProMP:
+            promp_steps Adam steps on the clipped surrogate with a KL penalty on the pre-update
+            policy, Rothfuss et al. 2018, arXiv:1810.06784).
+        outer_lr: learning rate of the "adam", "sgd" and "promp" outer steps (beta; Reptile's
+            epsilon with "sgd").
         promp_steps: Adam steps per meta-batch of the "promp" outer step.
         clip_eps: likelihood-ratio clipping range of the "promp" outer step.
         inner_kl_coef: initial weight of the "promp" KL penalty on the pre-update policy.
@@ -103,8 +112,11 @@ class TrainConfig:
     init_log_std: float = 0.0
     inner_lr: float = 0.1
     inner_steps: int = 1
+    learner: str = "maml"
     first_order: bool = False
     estimator: str = "maml"
+    prox_lambda: float = 2.0
+    prox_damping: float = 1.0
     outer: str = "trpo"
     outer_lr: float = 1e-3
     promp_steps: int = 5
@@ -174,6 +186,30 @@ class TrainConfig:
         _require(self, "outer", self.outer in _OUTERS, _one_of(_OUTERS))
         _require(self, "physics", self.physics in _PHYSICS, _one_of(_PHYSICS))
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
+        _require(self, "learner", self.learner in _LEARNERS, _one_of(_LEARNERS))
+        _require(self, "prox_lambda", self.prox_lambda > 0, "> 0")
+        _require(self, "prox_damping", self.prox_damping >= 0, ">= 0")
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        """Reject (learner, outer, estimator, first_order) combinations that mean nothing."""
+        unrolled = self.learner in ("maml", "fomaml")
+        problems = []
+        if not unrolled and self.outer not in ("adam", "sgd"):
+            problems.append(f"learner {self.learner} takes outer adam or sgd, not {self.outer}")
+        if self.estimator != "maml" and not (self.learner == "maml" and not self.first_order):
+            problems.append(f"estimator {self.estimator} shapes second-order terms, which "
+                            f"learner {self.learner}{' with first_order' * self.first_order} "
+                            "does not use")
+        if self.first_order and self.learner not in ("maml", "fomaml"):
+            problems.append(f"first_order applies to maml only, not learner {self.learner}")
+        if problems:
+            raise ConfigError("invalid combination: " + "; ".join(problems))
+
+    @property
+    def first_order_meta_gradient(self) -> bool:
+        """Whether MAML's meta-gradient drops its second-order terms (FOMAML)."""
+        return self.first_order or self.learner == "fomaml"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> TrainConfig:
@@ -197,7 +233,8 @@ class TrainConfig:
 
 
 _ACTIVATIONS = ("tanh", "relu")
-_OUTERS = ("trpo", "adam", "promp")
+_OUTERS = ("trpo", "adam", "sgd", "promp")
+_LEARNERS = ("maml", "fomaml", "reptile", "imaml")
 _PHYSICS = ("peers", "maml")
 _ESTIMATORS = ("maml", "lvc", "dice")
 

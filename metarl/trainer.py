@@ -31,6 +31,7 @@ from metarl.episodes import (
     to_step_batch,
 )
 from metarl.estimators import inner_loss_for
+from metarl.imaml import imaml_gradient, proximal_adapt
 from metarl.linalg import Params, flatten
 from metarl.logger import RunLogger
 from metarl.maml import (
@@ -45,6 +46,7 @@ from metarl.maml import (
 from metarl.outer import AdamState, adam_init, adam_step, trpo_step
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.promp import promp_step
+from metarl.reptile import reptile_direction
 from metarl.rollout import rollout
 
 
@@ -107,13 +109,18 @@ class MetaLearner:
         adapted = per_task(params, c.meta_batch_size)
         steps = 0
         support_return = 0.0
-        for s in range(c.inner_steps):
+        # iMAML solves its proximal problem on one support batch; the others resample
+        for s in range(1 if c.learner == "imaml" else c.inner_steps):
             episodes = self._rollout(adapted, tasks)
             if s == 0:
                 support_return = episode_returns(episodes).mean().item()
             steps += episodes.num_steps
             supports.append(advantages_batch(episodes, c))
-            adapted = adapt_step(self.inner_loss, adapted, supports[-1], c.inner_lr)
+            if c.learner == "imaml":
+                adapted = proximal_adapt(self.inner_loss, params, supports[-1], c.prox_lambda,
+                                         c.inner_lr, c.inner_steps).adapted
+            else:
+                adapted = adapt_step(self.inner_loss, adapted, supports[-1], c.inner_lr)
         query_episodes = self._rollout(adapted, tasks)
         steps += query_episodes.num_steps
         query = advantages_batch(query_episodes, c)
@@ -143,8 +150,8 @@ class MetaLearner:
 
         def loss_and_kl(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
             return query_loss_and_kl(
-                self.policy, self.inner_loss, params, batch, c.inner_lr, c.first_order,
-                c.meta_grad_chunk,
+                self.policy, self.inner_loss, params, batch, c.inner_lr,
+                c.first_order_meta_gradient, c.meta_grad_chunk,
             )
 
         if c.outer == "promp":
@@ -152,7 +159,7 @@ class MetaLearner:
             promp = promp_step(
                 self.policy, self.inner_loss, state.params, state.adam, batch, c.inner_lr,
                 c.outer_lr, c.promp_steps, c.clip_eps, state.kl_coef, c.inner_kl_target,
-                c.first_order, c.meta_grad_chunk,
+                c.first_order_meta_gradient, c.meta_grad_chunk,
             )
             with torch.no_grad():
                 loss_after, kl = loss_and_kl(promp.params)
@@ -165,41 +172,60 @@ class MetaLearner:
             }
             new = state._replace(params=promp.params, adam=promp.adam, kl_coef=promp.kl_coef)
             return new, metrics
-        loss, grads = meta_gradient(
-            self.inner_loss, self.outer_loss, state.params, batch.supports, batch.query,
-            c.inner_lr, c.first_order, mode="batched", chunk_size=c.meta_grad_chunk,
-        )
+        loss, grads, metrics = self.meta_gradient(state.params, batch)
         if c.outer == "trpo":
             gradient = flatten(grads)
             curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator,
                                               subsample_supports=c.estimator != "dice")
             fisher = fisher_vector_product(
                 self.policy, self.inner_loss, state.params, curvature_batch, c.inner_lr,
-                c.first_order, c.cg_damping,
+                c.first_order_meta_gradient, c.cg_damping,
             )
             result = trpo_step(
                 state.params, gradient, loss.item(), fisher, loss_and_kl,
                 c.max_kl, c.cg_iters, c.ls_backtrack, c.ls_max_steps,
             )
-            metrics = {
+            metrics.update({
                 "outer/surrogate_before": result.loss_before,
                 "outer/surrogate_after": result.loss_after,
                 "outer/kl": result.kl,
                 "outer/ls_steps": float(result.line_search_steps),
                 "outer/accepted": float(result.accepted),
                 "outer/cg_residual": result.cg_residual,
-            }
+            })
             return state._replace(params=result.params), metrics
-        assert state.adam is not None
-        params, adam = adam_step(state.params, grads, state.adam, c.outer_lr)
-        with torch.no_grad():
-            loss_after, kl = loss_and_kl(params)
-        metrics = {
-            "outer/surrogate_before": loss.item(),
-            "outer/surrogate_after": loss_after.item(),
-            "outer/kl": kl.item(),
-        }
+        adam = state.adam
+        if c.outer == "adam":
+            assert adam is not None
+            params, adam = adam_step(state.params, grads, adam, c.outer_lr)
+        else:  # sgd: with Reptile's direction this is theta + eps mean(phi - theta)
+            params = {k: state.params[k] - c.outer_lr * grads[k] for k in grads}
+        metrics["outer/surrogate_before"] = loss.item()
+        if c.learner in ("maml", "fomaml"):
+            with torch.no_grad():
+                loss_after, kl = loss_and_kl(params)
+            metrics.update({"outer/surrogate_after": loss_after.item(), "outer/kl": kl.item()})
         return state._replace(params=params, adam=adam), metrics
+
+    def meta_gradient(
+        self, params: Params, batch: MetaBatch
+    ) -> tuple[torch.Tensor, Params, dict[str, float]]:
+        """The learner's loss, meta-gradient (a direction, for Reptile) and solver metrics."""
+        c = self.config
+        if c.learner == "reptile":
+            loss, direction = reptile_direction(self.inner_loss, params, batch.supports,
+                                                c.inner_lr)
+            return loss, direction, {}
+        if c.learner == "imaml":
+            return imaml_gradient(
+                self.inner_loss, self.outer_loss, params, batch.supports[0], batch.query,
+                c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.prox_damping,
+            )
+        loss, grads = meta_gradient(
+            self.inner_loss, self.outer_loss, params, batch.supports, batch.query, c.inner_lr,
+            c.first_order_meta_gradient, mode="batched", chunk_size=c.meta_grad_chunk,
+        )
+        return loss, grads, {}
 
     def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
         start = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_config_is_frozen() -> None:
         ("inner_lr", 0.0),
         ("inner_lr", float("nan")),
         ("inner_steps", 0),
-        ("outer", "sgd"),
+        ("outer", "rmsprop"),
         ("outer_lr", -1e-3),
         ("max_kl", 0.0),
         ("cg_iters", 0),
@@ -259,3 +260,31 @@ def test_busy_cores_from_cpu_counters(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("metarl.config.os.sched_getaffinity", lambda _: {0, 1}, raising=False)
     monkeypatch.setattr(config_module, "_cgroup_cpu_quota", lambda: None)
     assert resolve_threads(0) == 2  # 0.2 busy cores round to 0: both cores are free
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"learner": "reptile"}, "learner reptile takes outer adam or sgd, not trpo"),
+        ({"learner": "imaml", "outer": "promp"}, "learner imaml takes outer adam or sgd"),
+        ({"learner": "fomaml", "estimator": "dice"}, "estimator dice"),
+        ({"first_order": True, "estimator": "lvc"}, "estimator lvc"),
+        ({"learner": "reptile", "outer": "sgd", "first_order": True}, "first_order applies"),
+    ],
+)
+def test_invalid_learner_combinations_are_rejected(fields: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match="invalid combination") as error:
+        TrainConfig(**fields)
+    assert needle in str(error.value)
+
+
+def test_valid_learner_combinations() -> None:
+    valid: list[dict[str, Any]] = [
+        {"learner": "reptile", "outer": "adam"}, {"learner": "imaml", "outer": "sgd"},
+        {"learner": "fomaml", "outer": "promp"}, {"estimator": "dice"},
+    ]
+    for fields in valid:
+        TrainConfig.from_dict(fields)
+    assert TrainConfig(learner="fomaml").first_order_meta_gradient
+    assert TrainConfig(first_order=True).first_order_meta_gradient
+    assert not TrainConfig().first_order_meta_gradient

@@ -85,6 +85,9 @@ def test_trpo_iteration_respects_the_kl_bound() -> None:
     ["--outer", "adam", "--outer-lr", "0.01"],
     ["--outer", "promp", "--estimator", "lvc", "--promp-steps", "2"],
     ["--estimator", "dice"],
+    ["--learner", "fomaml"],
+    ["--learner", "reptile", "--outer", "sgd", "--outer-lr", "0.5", "--inner-steps", "2"],
+    ["--learner", "imaml", "--outer", "adam", "--inner-steps", "3"],
     ["--inner-steps", "2"],
     ["--first-order", "true", "--fvp-fraction", "1.0"],
 ])
