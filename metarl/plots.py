@@ -1,4 +1,5 @@
-"""Figures: 2D-navigation paths before and after adaptation (the MAML paper's Fig. 4 view)."""
+"""Figures: 2D-navigation paths before and after adaptation (the MAML paper's Fig. 4 view) and
+training curves of the returns before and after adaptation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,37 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+
+def plot_training_curves(path: Path, metrics_jsonl: Path, window: int = 10) -> None:
+    """Pre- and post-adaptation training return per iteration (faint) and their moving average
+    over ``window`` iterations, from a run's ``metrics.jsonl``."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line]
+    if not rows:
+        return
+    iterations = np.array([row["iteration"] for row in rows])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label, color in (("support/return", "before adaptation", "tab:blue"),
+                              ("query/return", "after 1 step (adapted)", "tab:orange")):
+        values = np.array([row[key] for row in rows])
+        ax.plot(iterations, values, color=color, alpha=0.25, linewidth=0.8)
+        width = min(window, len(values))
+        smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+        ax.plot(iterations[width - 1:], smooth, color=color, label=label, linewidth=2)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean episode return (training tasks)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_navigation(path: Path, paths: Sequence[Sequence[np.ndarray]],

@@ -44,6 +44,7 @@ from metarl.maml import (
     surrogate_loss,
 )
 from metarl.outer import AdamState, adam_init, adam_step, trpo_step
+from metarl.plots import plot_training_curves
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.promp import promp_step
 from metarl.reptile import reptile_direction
@@ -300,4 +301,5 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str
         "final_query_return": metrics.get("query/return"),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_training_curves(run_dir / "curves.png", run_dir / "metrics.jsonl")
     return summary

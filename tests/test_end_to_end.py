@@ -33,8 +33,8 @@ def _without_timings(rows: list[dict[str, float]]) -> list[dict[str, float]]:
 def test_train_then_eval_writes_the_promised_files(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _train(run)
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/best.pt",
-                 "checkpoints/last.pt"):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "curves.png",
+                 "checkpoints/best.pt", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     rows = _metrics(run)
