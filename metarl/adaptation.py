@@ -14,10 +14,11 @@ differentiable with respect to ``params``: the second-order MAML term).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_leaves
 
 Params = dict[str, Tensor]
 Data = TypeVar("Data")
@@ -26,6 +27,20 @@ Data = TypeVar("Data")
 def per_task(params: Params, n: int) -> Params:
     """``params`` repeated along a new leading task dimension (a view; gradients flow back)."""
     return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+
+
+def task_count(data: Any) -> int:
+    """The leading (task) dimension of the first tensor in ``data``, a pytree of tensors."""
+    leaves = [x for x in tree_leaves(data) if isinstance(x, Tensor)]
+    if not leaves:
+        raise ValueError("task data holds no tensors")
+    return int(leaves[0].shape[0])
+
+
+def summed_over_tasks(loss_fn: Callable[[Params, Any], Tensor], data: Any
+                      ) -> Callable[[Params], Tensor]:
+    """The sum over tasks of ``loss_fn(., data)``: its gradient is every task's own gradient."""
+    return lambda p: loss_fn(p, data).sum()
 
 
 def adapt_step(
@@ -40,7 +55,7 @@ def adapt_step(
     With ``first_order`` the gradient is treated as a constant (FOMAML, Finn et al. 2017,
     arXiv:1703.03400 Sec. 5.2): ``phi`` still depends on ``params``, but only through identity.
     """
-    grads = torch.func.grad(lambda p: loss_fn(p, data).sum())(params)
+    grads = torch.func.grad(summed_over_tasks(loss_fn, data))(params)
     if first_order:
         grads = {k: g.detach() for k, g in grads.items()}
     return {k: params[k] - lr * grads[k] for k in params}

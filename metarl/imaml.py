@@ -39,9 +39,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_leaves
 
-from metarl.adaptation import per_task
+from metarl.adaptation import per_task, summed_over_tasks, task_count
 from metarl.linalg import Params
 
 
@@ -83,10 +82,10 @@ def proximal_adapt(
         raise ValueError(f"inner_steps must be >= 0, got {inner_steps}")
     if inner_tol is not None and inner_tol <= 0:
         raise ValueError(f"inner_tol must be positive or None, got {inner_tol}")
-    n = _task_count(support)
+    n = task_count(support)
     theta = per_task({k: v.detach() for k, v in params.items()}, n)
     adapted = {k: v.clone() for k, v in theta.items()}
-    objective_grad = torch.func.grad(_summed(inner_loss, support))
+    objective_grad = torch.func.grad(summed_over_tasks(inner_loss, support))
     steps = 0
     with torch.no_grad():  # torch.func.grad still differentiates inside no_grad
         while True:
@@ -177,14 +176,15 @@ def imaml_gradient(
         raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
     if cg_damping < 0:
         raise ValueError(f"cg_damping must be >= 0, got {cg_damping}")
-    n = _task_count(query)
-    if _task_count(support) != n:
-        raise ValueError(f"support has {_task_count(support)} tasks, query has {n}")
+    n = task_count(query)
+    if task_count(support) != n:
+        raise ValueError(f"support has {task_count(support)} tasks, query has {n}")
     inner = proximal_adapt(inner_loss, params, support, prox_lambda, inner_lr, inner_steps,
                            inner_tol)
     adapted = inner.adapted
     with torch.no_grad():
-        query_grads, query_total = torch.func.grad_and_value(_summed(outer_loss, query))(adapted)
+        query_value_and_grad = torch.func.grad_and_value(summed_over_tasks(outer_loss, query))
+        query_grads, query_total = query_value_and_grad(adapted)
     hessian_product = _hessian_vector_product(inner_loss, adapted, support)
 
     def system(v: Tensor) -> Tensor:
@@ -239,11 +239,6 @@ def _hessian_vector_product(
     return product
 
 
-def _summed(loss_fn: Callable[[Params, Any], Tensor], data: Any) -> Callable[[Params], Tensor]:
-    """The sum over tasks of ``loss_fn(., data)``: its gradient is every task's own gradient."""
-    return lambda p: loss_fn(p, data).sum()
-
-
 def _flat(params: Params, n: int) -> Tensor:
     """Stacked per-task parameters as one ``[N, P]`` matrix, a row per task."""
     return torch.cat([v.reshape(n, -1) for v in params.values()], dim=1)
@@ -267,10 +262,3 @@ def _per_row(scale: Tensor | float, like: Tensor) -> Tensor | float:
     if isinstance(scale, float):
         return scale
     return scale.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _task_count(data: Any) -> int:
-    leaves = [x for x in tree_leaves(data) if isinstance(x, Tensor)]
-    if not leaves:
-        raise ValueError("task data holds no tensors")
-    return int(leaves[0].shape[0])

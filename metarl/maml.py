@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from metarl.adaptation import adapt, per_task
+from metarl.adaptation import adapt, per_task, task_count
 from metarl.episodes import StepBatch, masked_mean
 from metarl.linalg import Params, detached_leaves, gauss_newton_vector_product
 from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
@@ -104,7 +104,7 @@ def meta_gradient(
     batched and vmap modes, which bounds the memory of the second-order graph.
     """
     supports = list(supports)
-    n = _task_count(query)
+    n = task_count(query)
     chunk = chunk_size or n
 
     def task_objective(p: Params, task_supports: list[Any], task_query: Any) -> Tensor:
@@ -113,7 +113,7 @@ def meta_gradient(
     if mode == "batched":
 
         def chunk_objective(p: Params, chunk_supports: list[Any], chunk_query: Any) -> Tensor:
-            m = _task_count(chunk_query)
+            m = task_count(chunk_query)
             adapted = adapt(inner_loss, per_task(p, m), chunk_supports, inner_lr, first_order)
             return outer_loss(adapted, chunk_query).sum() / n
 
@@ -141,13 +141,6 @@ def meta_gradient(
 def _tasks(data: Any, index: int | slice) -> Any:
     """The tasks ``index`` of every tensor in ``data`` (a pytree with a leading task dim)."""
     return tree_map(lambda x: x[index], data)
-
-
-def _task_count(data: Any) -> int:
-    leaves = [x for x in torch.utils._pytree.tree_leaves(data) if isinstance(x, Tensor)]
-    if not leaves:
-        raise ValueError("query data holds no tensors")
-    return int(leaves[0].shape[0])
 
 
 def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generator,

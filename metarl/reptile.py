@@ -25,9 +25,8 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_leaves
 
-from metarl.adaptation import adapt, per_task
+from metarl.adaptation import adapt, per_task, summed_over_tasks, task_count
 from metarl.linalg import Params
 from metarl.outer import adam_init, adam_step
 
@@ -57,7 +56,7 @@ def reptile_direction(
         raise ValueError("Reptile needs at least one inner step (supports is empty)")
     if inner_lr <= 0:
         raise ValueError(f"inner_lr must be positive, got {inner_lr}")
-    n = _task_count(supports[0])
+    n = task_count(supports[0])
     theta = {k: v.detach() for k, v in params.items()}
     # No graph is needed: torch.func.grad still differentiates each step under no_grad.
     with torch.no_grad():
@@ -84,18 +83,6 @@ def _adam_adapt(
     """k Adam steps on stacked per-task parameters, step s on ``supports[s]``."""
     state = adam_init(params)
     for data in supports:
-        grads = torch.func.grad(_summed(inner_loss, data))(params)
+        grads = torch.func.grad(summed_over_tasks(inner_loss, data))(params)
         params, state = adam_step(params, grads, state, lr, betas, eps)
     return params
-
-
-def _summed(loss_fn: Callable[[Params, Any], Tensor], data: Any) -> Callable[[Params], Tensor]:
-    """The sum over tasks of ``loss_fn(., data)``: its gradient is every task's own gradient."""
-    return lambda p: loss_fn(p, data).sum()
-
-
-def _task_count(data: Any) -> int:
-    leaves = [x for x in tree_leaves(data) if isinstance(x, Tensor)]
-    if not leaves:
-        raise ValueError("support data holds no tensors")
-    return int(leaves[0].shape[0])
