@@ -7,9 +7,7 @@ Prints figures; it asserts nothing (timings on shared machines are noisy: quote 
 from __future__ import annotations
 
 import functools
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 
 from metarl.config import TrainConfig, resolve_threads
 from metarl.maml import GradientMode, meta_gradient
+from metarl.resources import peak_rss_mb
 from metarl.trainer import MetaLearner
 
 
@@ -28,11 +27,6 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
 
 
 def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dict[str, Any]:
@@ -57,7 +51,7 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
         sampling.append(metrics["time/rollout_s"])
         update.append(metrics["time/update_s"])
     steps_per_iteration = state.env_steps / state.iteration
-    training_peak_mb = _peak_rss_mb()  # before the comparison below, which builds bigger graphs
+    training_peak_mb = peak_rss_mb()  # before the comparison below, which builds bigger graphs
 
     batch, _ = learner.sample(state.params)
     modes: dict[str, float] = {}

@@ -9,6 +9,7 @@ the adapted policy; then update theta on the query surrogate through the adaptat
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +49,7 @@ from metarl.plots import plot_training_curves
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.promp import promp_step
 from metarl.reptile import reptile_direction
+from metarl.resources import peak_rss_mb
 from metarl.rollout import rollout
 
 
@@ -277,11 +279,13 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str
     checkpoints = run_dir / "checkpoints"
     started = time.perf_counter()
     metrics: dict[str, float] = {}
+    iteration_seconds: list[float] = []
     with RunLogger(run_dir, config.iterations, progress) as logger:
         try:
             while state.iteration < config.iterations:
                 previous = state
                 state, metrics = learner.iteration(state)
+                iteration_seconds.append(metrics["time/iteration_s"])
                 echo = state.iteration % config.log_interval == 0 or state.iteration == 1
                 logger.log(state.iteration, metrics, echo)
                 if state.best_return > previous.best_return:
@@ -295,6 +299,8 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str
     summary = {
         "iterations": state.iteration,
         "minutes": (time.perf_counter() - started) / 60,
+        "seconds_per_iteration_median": statistics.median(iteration_seconds),
+        "peak_memory_mb": peak_rss_mb(),
         "env_steps": state.env_steps,
         "best_query_return": state.best_return,
         "final_support_return": metrics.get("support/return"),

@@ -1,0 +1,134 @@
+"""Compare the meta-learners on a preset (2D navigation by default), several seeds each.
+
+Each (learner, seed) trains in its own process (`python -m metarl train`, so that peak memory is
+that run's own), is evaluated with `metarl eval` (return after 0..3 gradient steps on 40
+held-out tasks), and the results land in OUT_DIR:
+
+- `results.json`: per learner and seed, the eval returns, minutes, seconds per iteration and peak
+  memory; per learner, the mean over seeds with a 95% CI over the seeds' task means;
+- `results.md`: the same as a table;
+- `returns_vs_steps.png`: return against gradient steps, one line per learner (the MAML
+  paper's Figure 5 view).
+
+    python experiments/compare_learners.py --out runs/compare --seeds 3 --iterations 500
+
+A finished (learner, seed) run is reused when its eval.json exists, so an interrupted comparison
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# name -> config overrides; hyperparameters beyond the preset's are this script's choices
+LEARNERS: dict[str, list[str]] = {
+    "MAML-TRPO": [],
+    "FOMAML-TRPO": ["--learner", "fomaml"],
+    "MAML-TRPO (DiCE)": ["--estimator", "dice"],
+    "MAML-ProMP (LVC)": ["--outer", "promp", "--estimator", "lvc", "--outer-lr", "1e-3"],
+    "Reptile (Adam)": ["--learner", "reptile", "--outer", "adam", "--outer-lr", "1e-2",
+                       "--inner-steps", "2"],
+    "iMAML (Adam)": ["--learner", "imaml", "--outer", "adam", "--outer-lr", "1e-2",
+                     "--inner-steps", "5"],
+}
+
+
+def run(command: list[str]) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list[str]) -> Path:
+    run_dir = out / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
+    if (run_dir / "eval.json").is_file():
+        return run_dir
+    if run_dir.exists():
+        raise SystemExit(f"{run_dir} holds an unfinished run; remove it to rerun")
+    metarl = [sys.executable, "-m", "metarl"]
+    run([*metarl, "train", preset, "--run-dir", str(run_dir), "--seed", str(seed),
+         "--no-progress", *LEARNERS[name], *extra])
+    run([*metarl, "eval", str(run_dir), "--no-progress"])
+    return run_dir
+
+
+def summarize(runs: dict[str, list[Path]]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for name, dirs in runs.items():
+        evals = [json.loads((d / "eval.json").read_text()) for d in dirs]
+        summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+        means = np.array([e["mean"] for e in evals])  # [seeds, steps]
+        spread = means.std(axis=0, ddof=1) if len(dirs) > 1 else np.zeros(means.shape[1])
+        table[name] = {
+            "steps": evals[0]["steps"],
+            "mean": means.mean(axis=0).tolist(),
+            "ci95_over_seeds": (1.96 * spread / math.sqrt(len(dirs))).tolist(),
+            "seconds_per_iteration": float(np.mean(
+                [s["seconds_per_iteration_median"] for s in summaries])),
+            "peak_memory_mb": float(np.max([s["peak_memory_mb"] for s in summaries])),
+            "minutes": float(np.mean([s["minutes"] for s in summaries])),
+            "per_seed": [{"run_dir": str(d), "mean": e["mean"], "ci95_over_tasks": e["ci95"]}
+                         for d, e in zip(dirs, evals)],
+        }
+    return table
+
+
+def write_markdown(table: dict[str, Any], path: Path) -> None:
+    steps = next(iter(table.values()))["steps"]
+    header = "| learner | " + " | ".join(f"step {s}" for s in steps)
+    header += " | s / iteration | peak MB |"
+    lines = [header, "|" + " --- |" * (len(steps) + 3)]
+    for name, row in table.items():
+        cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(row["mean"], row["ci95_over_seeds"])]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {row['seconds_per_iteration']:.3f} | {row['peak_memory_mb']:.0f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(table: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, row in table.items():
+        ax.errorbar(row["steps"], row["mean"], yerr=row["ci95_over_seeds"], marker="o",
+                    capsize=3, label=name)
+    ax.set_xlabel("number of gradient steps")
+    ax.set_ylabel("average return (held-out tasks)")
+    ax.set_xticks(next(iter(table.values()))["steps"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="navigation2d")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--learners", nargs="*", default=list(LEARNERS), choices=list(LEARNERS))
+    args, extra = parser.parse_known_args()  # anything else is passed on to `metarl train`
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = {name: [train_and_evaluate(args.preset, name, seed, args.out, extra)
+                   for seed in range(args.seeds)] for name in args.learners}
+    table = summarize(runs)
+    (args.out / "results.json").write_text(json.dumps(table, indent=2) + "\n")
+    write_markdown(table, args.out / "results.md")
+    plot(table, args.out / "returns_vs_steps.png")
+    print((args.out / "results.md").read_text())
+    print(f"results: {args.out / 'results.json'}, plot: {args.out / 'returns_vs_steps.png'}")
+
+
+if __name__ == "__main__":
+    main()
