@@ -96,6 +96,8 @@ class TrainConfig:
         torch_threads: torch intra-op threads; 0 picks the free cores (see `resolve_threads`).
         log_interval: iterations between two stdout lines.
         checkpoint_interval: iterations between two saved checkpoints.
+        video_interval: iterations between two policy videos (before and after one inner step
+            on two held-out tasks) written to videos/ and TensorBoard; 0 records none.
         eval_tasks: held-out tasks that `metarl eval` uses unless told otherwise.
         eval_steps: inner gradient steps evaluated (returns after 0..eval_steps steps).
         eval_episodes: episodes per task and per step in the evaluation.
@@ -138,6 +140,7 @@ class TrainConfig:
     torch_threads: int = 0
     log_interval: int = 10
     checkpoint_interval: int = 50
+    video_interval: int = 0
     eval_tasks: int = 40
     eval_steps: int = 3
     eval_episodes: int = 40
@@ -165,7 +168,7 @@ class TrainConfig:
             "eval_episodes",
         ):
             _require(self, name, getattr(self, name) >= 1, ">= 1")
-        for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk"):
+        for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk", "video_interval"):
             _require(self, name, getattr(self, name) >= 0, ">= 0")
         for name in ("inner_lr", "outer_lr", "max_kl", "baseline_ridge", "clip_eps",
                      "inner_kl_coef", "inner_kl_target"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -263,6 +264,19 @@ def checkpoint_payload(
     }
 
 
+def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -> None:
+    """A video of the current meta-policy before and after one inner step, into ``videos/``
+    and TensorBoard. Rendering problems (no OpenGL, say) warn instead of stopping training."""
+    from metarl.video import record_video
+
+    try:
+        record_video(run_dir, tasks=2, steps=1, params=state.params, tensorboard=logger.writer,
+                     global_step=state.iteration,
+                     out=run_dir / "videos" / f"iteration{state.iteration:05d}.mp4")
+    except (OSError, ValueError) as err:
+        warnings.warn(f"no video at iteration {state.iteration}: {err}", stacklevel=2)
+
+
 def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Meta-train per ``config``, writing config, logs and checkpoints into ``run_dir``.
 
@@ -293,6 +307,8 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str
                                     checkpoint_payload(config, previous, metrics["query/return"]))
                 if state.iteration % config.checkpoint_interval == 0:
                     save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state))
+                if config.video_interval and state.iteration % config.video_interval == 0:
+                    record_training_video(run_dir, state, logger)
         finally:
             if state.iteration > 0:
                 save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state))

@@ -163,3 +163,11 @@ def test_interrupted_training_keeps_its_finished_work(
     assert "interrupted" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 1
     assert len(_metrics(run)) == 1
+
+
+def test_training_records_videos_every_video_interval(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run, "--video-interval", "2")
+    videos = sorted((run / "videos").glob("*.mp4"))
+    assert [v.name for v in videos] == ["iteration00002.mp4"]
+    assert videos[0].stat().st_size > 1000
