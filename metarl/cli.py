@@ -80,7 +80,16 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         epilog=_OVERRIDE_HELP,
         allow_abbrev=False,
     )
-    train.add_argument("config", metavar="CONFIG", help="YAML file or preset name in experiments/")
+    train.add_argument(
+        "config", metavar="CONFIG", nargs="?", help="YAML file or preset name in experiments/"
+    )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its last checkpoint, exactly (its config is reused; only "
+        "--iterations and the logging intervals may change)",
+    )
     train.add_argument(
         "--run-dir",
         type=Path,
@@ -256,6 +265,10 @@ def _load(spec: str, overrides: dict[str, str]) -> tuple[Path, TrainConfig]:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    if args.resume is not None:
+        return _resume(args, overrides)
+    if args.config is None:
+        raise ConfigError("train needs a CONFIG, or --resume RUN_DIR")
     path, config = _load(args.config, overrides)
     run_dir: Path = args.run_dir or Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists():
@@ -272,6 +285,21 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     print(f"run directory: {run_dir}")
     print(f"tensorboard:   tensorboard --logdir {run_dir}")
     print(f"evaluate:      metarl eval {run_dir}")
+    return 0
+
+
+def _resume(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    run_dir: Path = args.resume
+    if args.config is not None or args.run_dir is not None:
+        raise ConfigError("--resume takes the run directory alone: no CONFIG, no --run-dir")
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    config = load_config(run_dir / "config.yaml", overrides)
+
+    from metarl.trainer import train
+
+    train(config, run_dir, progress=not args.no_progress, resume=True)
+    print(f"run directory: {run_dir}")
     return 0
 
 

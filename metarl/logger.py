@@ -23,7 +23,9 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter  # slow import; only when logging
 
         self.run_dir = run_dir
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        # purge_step drops events a previous, resumed run logged after the resume point
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
+                                    purge_step=initial + 1 if initial else None)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.bar = tqdm(
             total=total, initial=initial, disable=not progress, unit="it", dynamic_ncols=True,

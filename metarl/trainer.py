@@ -9,6 +9,7 @@ the adapted policy; then update theta on the query surrogate through the adaptat
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import warnings
@@ -20,7 +21,7 @@ import torch
 
 from metarl.adaptation import adapt_step, per_task
 from metarl.baselines import fit_linear_baseline
-from metarl.checkpoint import save_checkpoint
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import TrainConfig, resolve_threads, save_config
 from metarl.envs import make_task_vector_env
 from metarl.episodes import (
@@ -95,6 +96,13 @@ class MetaLearner:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.inner_loss = inner_loss_for(self.policy, config.estimator, config.episodes_per_task)
         self.outer_loss = surrogate_loss(self.policy)
+
+    def rng_state(self) -> dict[str, Any]:
+        return {"numpy": self.task_rng.bit_generator.state, "torch": self.generator.get_state()}
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.task_rng.bit_generator.state = state["numpy"]
+        self.generator.set_state(state["torch"])
 
     def initial_state(self) -> TrainState:
         params = self.policy.initial_params()
@@ -251,17 +259,62 @@ class MetaLearner:
 
 
 def checkpoint_payload(
-    config: TrainConfig, state: TrainState, query_return: float | None = None
+    config: TrainConfig, state: TrainState, query_return: float | None = None,
+    rng: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint holds; ``query_return`` is the training return ``state.params`` earned
-    after adaptation, when it was measured."""
+    after adaptation, when it was measured. With the learner's ``rng`` streams it holds all a
+    resumed run needs to continue exactly as if it had never stopped."""
     return {
         "params": state.params,
         "iteration": state.iteration,
         "env_steps": state.env_steps,
+        "best_return": state.best_return,
+        "kl_coef": state.kl_coef,
+        "adam": None if state.adam is None else state.adam._asdict(),
         "query_return": query_return,
+        "rng": rng,
         "config": config.to_dict(),
     }
+
+
+def restore_state(payload: dict[str, Any]) -> TrainState:
+    adam = payload["adam"]
+    return TrainState(
+        params=payload["params"],
+        adam=None if adam is None else AdamState(**adam),
+        iteration=payload["iteration"],
+        env_steps=payload["env_steps"],
+        best_return=payload["best_return"],
+        kl_coef=payload["kl_coef"],
+    )
+
+
+def check_resumable(config: TrainConfig, payload: dict[str, Any]) -> None:
+    """A one-line error unless ``payload`` came from a run of ``config`` and can be continued."""
+    if payload.get("rng") is None:
+        raise ValueError("the checkpoint holds no random streams (written by an older metarl); "
+                         "it cannot be resumed exactly")
+    saved = payload["config"]
+    changed = sorted(k for k, v in config.to_dict().items()
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+    if changed:
+        raise ValueError(f"cannot resume with a different {', '.join(changed)} "
+                         f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
+    if payload["iteration"] > config.iterations:
+        raise ValueError(f"the run is at iteration {payload['iteration']}, beyond --iterations "
+                         f"{config.iterations}")
+
+
+def truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop the metrics logged after ``iteration`` (the run resumes from there), atomically."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if json.loads(line)["iteration"] <= iteration]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -> None:
@@ -277,24 +330,39 @@ def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -
         warnings.warn(f"no video at iteration {state.iteration}: {err}", stacklevel=2)
 
 
-def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+# Fields a resumed run may change: they affect neither the maths nor the random streams.
+RESUMABLE_CHANGES = frozenset({"iterations", "log_interval", "checkpoint_interval",
+                               "video_interval", "eval_tasks", "eval_steps", "eval_episodes"})
+
+
+def train(config: TrainConfig, run_dir: Path, progress: bool = True,
+          resume: bool = False) -> dict[str, Any]:
     """Meta-train per ``config``, writing config, logs and checkpoints into ``run_dir``.
 
     ``checkpoints/best.pt`` holds the meta-parameters whose adapted policies earned the best
     training return (the MAML paper's evaluation checkpoint): those in force while that
-    iteration sampled, before its outer update. ``checkpoints/last.pt`` holds the latest ones;
-    an interruption (Ctrl-C) saves ``last.pt`` before stopping.
+    iteration sampled, before its outer update. ``checkpoints/last.pt`` holds the latest ones
+    with the optimiser state and random streams; an interruption (Ctrl-C) saves it before
+    stopping. With ``resume`` the run continues from ``last.pt`` and ends exactly where an
+    uninterrupted run would (same parameters and metrics, on the same machine and threads).
     """
     torch.set_num_threads(resolve_threads(config.torch_threads))
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
+    checkpoints = run_dir / "checkpoints"
+    if resume:
+        payload = load_checkpoint(checkpoints / "last.pt")
+        check_resumable(config, payload)
+        state = restore_state(payload)
+        learner.set_rng_state(payload["rng"])
+        truncate_metrics(run_dir / "metrics.jsonl", state.iteration)
+    else:
+        state = learner.initial_state()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    state = learner.initial_state()
-    checkpoints = run_dir / "checkpoints"
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     iteration_seconds: list[float] = []
-    with RunLogger(run_dir, config.iterations, progress) as logger:
+    with RunLogger(run_dir, config.iterations, progress, initial=state.iteration) as logger:
         try:
             while state.iteration < config.iterations:
                 previous = state
@@ -306,16 +374,19 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str
                     save_checkpoint(checkpoints / "best.pt",
                                     checkpoint_payload(config, previous, metrics["query/return"]))
                 if state.iteration % config.checkpoint_interval == 0:
-                    save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state))
+                    save_checkpoint(checkpoints / "last.pt",
+                                    checkpoint_payload(config, state, rng=learner.rng_state()))
                 if config.video_interval and state.iteration % config.video_interval == 0:
                     record_training_video(run_dir, state, logger)
         finally:
             if state.iteration > 0:
-                save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state))
+                save_checkpoint(checkpoints / "last.pt",
+                                checkpoint_payload(config, state, rng=learner.rng_state()))
     summary = {
         "iterations": state.iteration,
         "minutes": (time.perf_counter() - started) / 60,
-        "seconds_per_iteration_median": statistics.median(iteration_seconds),
+        "seconds_per_iteration_median": (statistics.median(iteration_seconds)
+                                         if iteration_seconds else None),
         "peak_memory_mb": peak_rss_mb(),
         "env_steps": state.env_steps,
         "best_query_return": state.best_return,

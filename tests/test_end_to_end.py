@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from metarl.bench import run_bench
 from metarl.checkpoint import load_checkpoint
@@ -171,3 +172,49 @@ def test_training_records_videos_every_video_interval(tmp_path: Path) -> None:
     videos = sorted((run / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["iteration00002.mp4"]
     assert videos[0].stat().st_size > 1000
+
+
+@pytest.mark.parametrize("extra", [[], ["--outer", "promp", "--estimator", "lvc"],
+                                   ["--learner", "reptile", "--outer", "adam"]])
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    settings = ["--iterations", "4", "--meta-batch-size", "3", "--episodes-per-task", "2",
+                "--horizon", "12", "--torch-threads", "1", "--no-progress", *extra]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(["train", "navigation2d", "--run-dir", str(whole), *settings]) == 0
+
+    real_iteration = MetaLearner.iteration
+    calls = {"n": 0}
+
+    def stop_after_two(self: MetaLearner, state):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_iteration(self, state)
+
+    monkeypatch.setattr(MetaLearner, "iteration", stop_after_two)
+    assert main(["train", "navigation2d", "--run-dir", str(resumed), *settings]) == 130
+    monkeypatch.setattr(MetaLearner, "iteration", real_iteration)
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["iteration"] == 2
+    assert main(["train", "--resume", str(resumed), "--no-progress"]) == 0
+
+    a = load_checkpoint(whole / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    assert a["iteration"] == b["iteration"] == 4
+    for name in a["params"]:
+        assert torch.equal(a["params"][name], b["params"][name]), name
+    assert _without_timings(_metrics(whole)) == _without_timings(_metrics(resumed))
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    _train(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--inner-lr", "0.2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume with a different inner_lr" in err and err.count("\n") == 1
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 3
+    assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3]
