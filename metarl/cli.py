@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,10 @@ __all__ = ["main", "resolve_config_path", "split_overrides"]
 DEFAULT_PRESET = "navigation2d"
 # Commands whose trailing `--<field> VALUE` pairs override TrainConfig fields.
 _OVERRIDE_COMMANDS = ("train", "bench")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class _UsageError(Exception):
@@ -268,7 +274,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if args.resume is not None:
         return _resume(args, overrides)
     if args.config is None:
-        raise ConfigError("train needs a CONFIG, or --resume RUN_DIR")
+        raise _UsageError("train needs a CONFIG, or --resume RUN_DIR")
     path, config = _load(args.config, overrides)
     run_dir: Path = args.run_dir or Path("runs") / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists():
@@ -291,7 +297,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 def _resume(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     run_dir: Path = args.resume
     if args.config is not None or args.run_dir is not None:
-        raise ConfigError("--resume takes the run directory alone: no CONFIG, no --run-dir")
+        raise _UsageError("--resume takes the run directory alone: no CONFIG, no --run-dir")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a metarl run directory (no config.yaml)")
     config = load_config(run_dir / "config.yaml", overrides)
@@ -395,8 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0
 
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a scheduler stopping the job) ends a run like Ctrl-C: checkpoint, then exit
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         return _HANDLERS[namespace.command](namespace, overrides)
+    except _UsageError as error:
+        _report(str(error))
+        return 2
     except KeyboardInterrupt:
         _report("interrupted")
         return 130

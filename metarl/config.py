@@ -96,6 +96,8 @@ class TrainConfig:
         torch_threads: torch intra-op threads; 0 picks the free cores (see `resolve_threads`).
         log_interval: iterations between two stdout lines.
         checkpoint_interval: iterations between two saved checkpoints.
+        skip_nonfinite: on a NaN or inf in a training step, skip that batch (counted in the
+            metric guard/skipped) instead of stopping the run with an error.
         video_interval: iterations between two policy videos (before and after one inner step
             on two held-out tasks) written to videos/ and TensorBoard; 0 records none.
         eval_tasks: held-out tasks that `metarl eval` uses unless told otherwise.
@@ -141,6 +143,7 @@ class TrainConfig:
     log_interval: int = 10
     checkpoint_interval: int = 50
     video_interval: int = 0
+    skip_nonfinite: bool = False
     eval_tasks: int = 40
     eval_steps: int = 3
     eval_episodes: int = 40

@@ -38,9 +38,10 @@ class RunLogger:
         self.jsonl.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
         self.jsonl.flush()
         self.bar.update(1)
-        self.bar.set_postfix(
-            pre=f"{metrics['support/return']:.2f}", post=f"{metrics['query/return']:.2f}"
-        )
+        if "query/return" in metrics:  # absent when a batch was skipped
+            self.bar.set_postfix(
+                pre=f"{metrics['support/return']:.2f}", post=f"{metrics['query/return']:.2f}"
+            )
         if echo:
             line = " ".join(f"{k}={_fmt(metrics[k])}" for k in ECHO_KEYS if k in metrics)
             self.bar.write(f"iter {iteration:5d} {line}")

@@ -20,6 +20,7 @@ def plot_training_curves(path: Path, metrics_jsonl: Path, window: int = 10) -> N
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line]
+    rows = [row for row in rows if "query/return" in row]  # skipped batches have no returns
     if not rows:
         return
     iterations = np.array([row["iteration"] for row in rows])

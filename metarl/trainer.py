@@ -34,6 +34,7 @@ from metarl.episodes import (
     to_step_batch,
 )
 from metarl.estimators import inner_loss_for
+from metarl.guards import NonFiniteError, check_finite
 from metarl.imaml import imaml_gradient, proximal_adapt
 from metarl.linalg import Params, flatten
 from metarl.logger import RunLogger
@@ -62,12 +63,18 @@ class TrainState(NamedTuple):
     env_steps: int
     best_return: float
     kl_coef: float = 0.0  # the "promp" outer step's current KL penalty weight
+    skipped: int = 0  # batches skipped for non-finite values (skip_nonfinite)
 
 
 def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> GaussianMLPPolicy:
     return GaussianMLPPolicy(
         obs_dim, act_dim, config.hidden_sizes, config.activation, config.init_log_std
     )
+
+
+def check_episodes(episodes: Episodes, where: str) -> None:
+    check_finite(f"the {where} observations", episodes.observations)
+    check_finite(f"the {where} rewards", episodes.rewards)
 
 
 def advantages_batch(episodes: Episodes, config: TrainConfig) -> StepBatch:
@@ -124,6 +131,7 @@ class MetaLearner:
         # iMAML solves its proximal problem on one support batch; the others resample
         for s in range(1 if c.learner == "imaml" else c.inner_steps):
             episodes = self._rollout(adapted, tasks)
+            check_episodes(episodes, f"support step {s}")
             if s == 0:
                 support_return = episode_returns(episodes).mean().item()
             steps += episodes.num_steps
@@ -134,6 +142,7 @@ class MetaLearner:
             else:
                 adapted = adapt_step(self.inner_loss, adapted, supports[-1], c.inner_lr)
         query_episodes = self._rollout(adapted, tasks)
+        check_episodes(query_episodes, "query")
         steps += query_episodes.num_steps
         query = advantages_batch(query_episodes, c)
         with torch.no_grad():
@@ -185,6 +194,8 @@ class MetaLearner:
             new = state._replace(params=promp.params, adam=promp.adam, kl_coef=promp.kl_coef)
             return new, metrics
         loss, grads, metrics = self.meta_gradient(state.params, batch)
+        check_finite("the meta-loss", loss)
+        check_finite("the meta-gradient", grads)
         if c.outer == "trpo":
             gradient = flatten(grads)
             curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator,
@@ -240,10 +251,22 @@ class MetaLearner:
         return loss, grads, {}
 
     def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
+        """One meta-iteration. A NaN or inf raises ``NonFiniteError`` before the update is
+        applied; with ``skip_nonfinite`` the batch is skipped instead (parameters unchanged,
+        counted in ``guard/skipped``)."""
         start = time.perf_counter()
-        batch, metrics = self.sample(state.params)
-        sampled = time.perf_counter()
-        updated, update_metrics = self.update(state, batch)
+        try:
+            batch, metrics = self.sample(state.params)
+            sampled = time.perf_counter()
+            updated, update_metrics = self.update(state, batch)
+            check_finite("the updated parameters", updated.params)
+        except NonFiniteError as err:
+            if not self.config.skip_nonfinite:
+                raise NonFiniteError(f"iteration {state.iteration + 1}: {err}") from err
+            warnings.warn(f"iteration {state.iteration + 1} skipped: {err}", stacklevel=2)
+            skipped = state._replace(iteration=state.iteration + 1,
+                                     skipped=state.skipped + 1)
+            return skipped, {"guard/skipped": float(skipped.skipped)}
         done = time.perf_counter()
         env_steps = state.env_steps + int(metrics.pop("env/steps_per_iteration"))
         metrics.update(update_metrics)
@@ -253,6 +276,7 @@ class MetaLearner:
             "time/iteration_s": done - start,
             "env/steps": float(env_steps),
         })
+        metrics["guard/skipped"] = float(state.skipped)
         best = max(state.best_return, metrics["query/return"])
         return updated._replace(iteration=state.iteration + 1, env_steps=env_steps,
                                 best_return=best), metrics
@@ -271,6 +295,7 @@ def checkpoint_payload(
         "env_steps": state.env_steps,
         "best_return": state.best_return,
         "kl_coef": state.kl_coef,
+        "skipped": state.skipped,
         "adam": None if state.adam is None else state.adam._asdict(),
         "query_return": query_return,
         "rng": rng,
@@ -287,6 +312,7 @@ def restore_state(payload: dict[str, Any]) -> TrainState:
         env_steps=payload["env_steps"],
         best_return=payload["best_return"],
         kl_coef=payload["kl_coef"],
+        skipped=payload.get("skipped", 0),
     )
 
 
@@ -367,9 +393,10 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
             while state.iteration < config.iterations:
                 previous = state
                 state, metrics = learner.iteration(state)
-                iteration_seconds.append(metrics["time/iteration_s"])
                 echo = state.iteration % config.log_interval == 0 or state.iteration == 1
                 logger.log(state.iteration, metrics, echo)
+                if "time/iteration_s" in metrics:  # absent when the batch was skipped
+                    iteration_seconds.append(metrics["time/iteration_s"])
                 if state.best_return > previous.best_return:
                     save_checkpoint(checkpoints / "best.pt",
                                     checkpoint_payload(config, previous, metrics["query/return"]))

@@ -218,3 +218,25 @@ def test_resume_refuses_a_changed_config(tmp_path: Path,
     assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 3
     assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3]
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "metarl", "train", "navigation2d", "--run-dir", str(run),
+               "--iterations", "100000", "--meta-batch-size", "2", "--episodes-per-task", "2",
+               "--horizon", "10", "--torch-threads", "1", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "metarl: error: interrupted"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] >= 1
