@@ -1,0 +1,1 @@
+"""Supervised few-shot learning: sinusoid and Omniglot task samplers, models and training."""
