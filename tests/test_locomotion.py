@@ -165,3 +165,24 @@ def test_batched_episodes_agree_in_distribution_with_single_env_episodes() -> No
             looped[e] += r
     se = np.sqrt(batched.var(ddof=1) / episodes + looped.var(ddof=1) / episodes)
     assert abs(batched.mean() - looped.mean()) < 4 * se + 1e-6
+
+
+def test_smoke_preset_trains_evaluates_and_films(tmp_path, capsys) -> None:
+    """The tiny MuJoCo preset end to end: train, eval, video (skipped without OpenGL)."""
+    import json
+
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "smoke_mujoco", "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["env_id"] == "metarl/HalfCheetahVel-v0" and result["steps"] == [0, 1]
+    capsys.readouterr()
+    code = main(["video", str(run), "--tasks", "1", "--steps", "1", "--size", "48",
+                 "--no-progress"])
+    if code != 0:
+        err = capsys.readouterr().err
+        assert "OpenGL" in err or "EGL" in err, err
+        pytest.skip(f"no OpenGL backend: {err.strip()}")
+    assert (run / "video.mp4").stat().st_size > 1000
