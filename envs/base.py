@@ -102,6 +102,16 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def checked_action(action: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``action`` as float64 of exactly ``shape``; a wrong shape or a NaN/inf is a ValueError."""
+    array = np.asarray(action, dtype=np.float64)
+    if array.shape != shape:
+        raise ValueError(f"action has shape {array.shape}, expected {shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"action holds {int((~np.isfinite(array)).sum())} non-finite value(s)")
+    return array
+
+
 def check_task_count(tasks: Sequence[Task], num_envs: int) -> None:
     if len(tasks) != num_envs:
         raise ValueError(f"got {len(tasks)} tasks for {num_envs} sub-environments")

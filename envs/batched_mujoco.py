@@ -27,7 +27,13 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
-from metarl.envs.base import Task, TaskVectorEnv, check_task_count, usable_cores
+from metarl.envs.base import (
+    Task,
+    TaskVectorEnv,
+    check_task_count,
+    checked_action,
+    usable_cores,
+)
 from metarl.envs.locomotion import (
     FAMILIES,
     StepArrays,
@@ -107,7 +113,7 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         low, high = self.model.actuator_ctrlrange.T
-        action = np.clip(np.asarray(actions, dtype=np.float64), low, high)
+        action = np.clip(checked_action(actions, (self.num_envs, self.model.nu)), low, high)
         control = np.repeat(action[:, None, :], self.frame_skip, axis=1)
         qpos_before = self._state[:, self._qpos_slice].copy()
         self._rollout.rollout(

@@ -52,7 +52,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from metarl.envs.base import Task, TaskEnv
+from metarl.envs.base import Task, TaskEnv, checked_action
 
 PHYSICS = ("peers", "maml")
 CTRL_COST = {"half_cheetah": 0.05, "ant": 0.5 * 1e-2}
@@ -272,7 +272,7 @@ class LocomotionEnv(MujocoEnv, TaskEnv[np.ndarray, np.ndarray]):
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         low, high = self.model.actuator_ctrlrange.T
-        action = np.clip(np.asarray(action, dtype=np.float64), low, high)
+        action = np.clip(checked_action(action, (self.model.nu,)), low, high)
         qpos_before = self.data.qpos.copy()
         self.do_simulation(action, self.frame_skip)
         if self.family.robot.uses_contacts:

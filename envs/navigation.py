@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from metarl.envs.base import Task, TaskEnv, TaskVectorEnv, check_task_count
+from metarl.envs.base import Task, TaskEnv, TaskVectorEnv, check_task_count, checked_action
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_SPEED = 0.1
@@ -99,7 +99,7 @@ class Navigation2DEnv(TaskEnv[np.ndarray, np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         position, reward, terminated = navigation_step(
-            self._position, np.asarray(action, dtype=np.float64), self._task.as_array("goal")
+            self._position, checked_action(action, (2,)), self._task.as_array("goal")
         )
         self._position = position
         self._path.append(position)
@@ -185,7 +185,7 @@ class Navigation2DVectorEnv(TaskVectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._positions, rewards, terminated = navigation_step(
-            self._positions, np.asarray(actions, dtype=np.float64), self._goals
+            self._positions, checked_action(actions, (self.num_envs, 2)), self._goals
         )
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self._positions.astype(np.float32), rewards, terminated, truncated, {}

@@ -186,3 +186,14 @@ def test_smoke_preset_trains_evaluates_and_films(tmp_path, capsys) -> None:
         assert "OpenGL" in err or "EGL" in err, err
         pytest.skip(f"no OpenGL backend: {err.strip()}")
     assert (run / "video.mp4").stat().st_size > 1000
+
+
+def test_locomotion_envs_reject_bad_actions() -> None:
+    single = LocomotionEnv("HalfCheetahVel")
+    single.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        single.step(np.zeros(5))
+    vector = make_task_vector_env("metarl/AntVel-v0", 2)
+    vector.reset(seed=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        vector.step(np.full((2, 8), np.inf))

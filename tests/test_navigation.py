@@ -76,3 +76,16 @@ def test_vector_env_checks_task_count_and_unknown_ids() -> None:
         vector.set_tasks(vector.sample_tasks(2, np.random.default_rng(0)))
     with pytest.raises(ValueError, match="unknown environment id"):
         make_task_vector_env("metarl/Nope-v0", 2)
+
+
+def test_wrong_or_non_finite_actions_are_rejected() -> None:
+    env = Navigation2DEnv()
+    env.reset()
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.array([np.nan, 0.0], dtype=np.float32))
+    vector = Navigation2DVectorEnv(2)
+    vector.reset()
+    with pytest.raises(ValueError, match=r"expected \(2, 2\)"):
+        vector.step(np.zeros((3, 2)))
