@@ -359,7 +359,9 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write `config` as YAML (fields in declaration order), creating parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")  # atomic: a crash never leaves half a config
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def resolve_threads(requested: int) -> int:

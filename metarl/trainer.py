@@ -336,8 +336,14 @@ def truncate_metrics(path: Path, iteration: int) -> None:
     """Drop the metrics logged after ``iteration`` (the run resumes from there), atomically."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if json.loads(line)["iteration"] <= iteration]
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            break
+        if row["iteration"] <= iteration:
+            kept.append(line if line.endswith("\n") else line + "\n")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, path)
