@@ -6,7 +6,14 @@ its time is up, then evaluated on 600 meta-test tasks (423 test characters, rota
 
 Published 5-way 1-shot (REFERENCE.md Sec. 4): MAML 98.7 %, first-order MAML 98.3 %, ProtoNets
 98.8 %, reached after tens of thousands of meta-iterations; a few CPU minutes reach far less.
-The table shows what was reached, nothing is extrapolated.
+The table shows what was reached, nothing is extrapolated. Measured on a 2-core CPU with one
+core taken by another job, one torch thread (ProtoNets trained 20-way, 5 queries per class, max-
+pool network; FOMAML meta-batch 32, 1 query per class, stride-2 network, 5 queries per class at
+test; 600 meta-test tasks):
+
+    learner    accuracy %           iterations  minutes
+    protonet   97.33 +- 0.31        ~1150       5.0
+    fomaml     88.15 +- 0.74          971       3.5    (10 steps; 87.8 after 1 step)
 """
 
 from __future__ import annotations
@@ -88,8 +95,11 @@ def main() -> None:
     parser.add_argument("--pool", choices=get_args(Pool), default="stride",
                         help="MAML's network: stride-2 convolutions (paper) or max-pooling")
     parser.add_argument("--maml-queries", type=int, default=1, help="query examples per class")
+    parser.add_argument("--eval-queries", type=int, default=5,
+                        help="MAML's meta-test queries per class (scored after each of 10 steps)")
     parser.add_argument("--meta-batch-size", type=int, default=32)
-    parser.add_argument("--train-ways", type=int, default=60, help="ProtoNets' training ways")
+    parser.add_argument("--train-ways", type=int, default=20,
+                        help="ProtoNets' training ways (paper: 60; 20 takes 5x less time per step)")
     parser.add_argument("--timings", action="store_true", help="only time per-task batching")
     parser.add_argument("--repeats", type=int, default=2, help="timing repeats")
     args = parser.parse_args()
@@ -124,7 +134,8 @@ def main() -> None:
                                          pool=args.pool, time_limit_s=budget, callback=tick)
             minutes = (time.perf_counter() - start) / 60
             result = evaluate_omniglot_maml(params, data, 5, 1, steps=10, tasks=args.tasks,
-                                            inner_lr=0.4, seed=1000, pool=args.pool)
+                                            inner_lr=0.4, seed=1000, pool=args.pool,
+                                            queries=args.eval_queries)
         else:
             raise ValueError(f"unknown learner {learner!r} (known: protonet, maml, fomaml)")
         rows.append((learner, result["accuracy"], result["ci95"], count[0], minutes))

@@ -14,10 +14,13 @@ normalised with its own support (or query) images only.
 parameters take ``[B, C, H, W]`` images; per-task stacked parameters (leading dimension N, as
 ``metarl.adaptation.per_task`` makes) take ``[N, B, C, H, W]``. The per-task forward folds the
 tasks into the channels and runs one grouped convolution (``groups=N``); batch norm over the
-folded channels then gives exactly the per-task statistics. On the 2-core CPU (one thread) this
-was the fastest of grouped convolution, ``torch.func.vmap`` of the shared forward and a loop over
-tasks for MAML's meta-gradient (see ``experiments/omniglot_benchmark.py --timings``);
-``per_task_mode`` selects the others for comparison.
+folded channels then gives exactly the per-task statistics. For MAML's meta-gradient
+(5-way 1-shot, meta-batch 32, one inner step, 2-core CPU shared with another job, one thread)
+grouped convolution was the fastest or tied: seconds per second-order meta-gradient with
+max-pooling 0.97 (grouped) / 1.32 (vmap of the shared forward) / 1.65 (loop over tasks) /
+1.07 (``meta_gradient(mode="vmap", chunk_size=8)``) / 1.08 (``mode="loop"``); with stride-2
+convolutions 0.33 / 0.33 / 0.90 / 0.41 / 0.63 (``experiments/omniglot_benchmark.py
+--timings``). ``per_task_mode`` selects the others for comparison.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils._pytree import tree_map
 
 from metarl.adaptation import adapt, per_task
 from metarl.fewshot.conv import ConvNet, PerTaskMode, Pool, conv4
@@ -147,7 +146,7 @@ def evaluate_omniglot_maml(
     queries: int = 15,
     pool: Pool = "stride",
     split: Split | Tensor = "test",
-    chunk_size: int = 100,
+    chunk_size: int = 20,
 ) -> dict[str, float]:
     """Fine-tune ``params`` on ``tasks`` ``ways``-way ``shots``-shot tasks of ``split`` (the
     423 meta-test characters, rotations as classes) and report the query accuracy after each
@@ -183,9 +182,3 @@ def evaluate_omniglot_maml(
     metrics["accuracy"] = metrics[f"query/accuracy_{steps}"]
     metrics["ci95"] = metrics[f"query/accuracy_{steps}_ci95"]
     return metrics
-
-
-def task_slice(batch: FewShotBatch, index: slice) -> FewShotBatch:
-    """The tasks ``index`` of a batch."""
-    out: FewShotBatch = tree_map(lambda t: t[index], batch)
-    return out

@@ -141,7 +141,7 @@ def evaluate_protonet(
     queries: int = 15,
     pool: Pool = "max",
     split: Split | Tensor = "test",
-    chunk_size: int = 100,
+    chunk_size: int = 20,
 ) -> dict[str, float]:
     """Nearest-prototype accuracy on ``tasks`` ``ways``-way ``shots``-shot tasks of ``split``
     (the 423 meta-test characters, rotations as classes), ``queries`` queries per class.
