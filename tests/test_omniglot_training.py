@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metarl.fewshot.conv import PerTaskMode, Pool
-from metarl.fewshot.omniglot import FewShotBatch, OmniglotTasks
+from metarl.fewshot.omniglot import FewShotBatch, OmniglotTasks, synthetic_omniglot
 from metarl.fewshot.omniglot_training import (
     cross_entropy_loss,
     evaluate_omniglot_maml,
@@ -13,11 +13,10 @@ from metarl.fewshot.omniglot_training import (
     train_omniglot_maml,
 )
 from metarl.maml import GradientMode, meta_gradient
-from tests.test_protonet import tiny_omniglot
 
 
 def _batch(n: int = 3, ways: int = 3, seed: int = 0) -> FewShotBatch:
-    data = tiny_omniglot()
+    data = synthetic_omniglot()
     tasks = OmniglotTasks(data, "train", ways, 1, 2)
     batch = tasks.sample(n, torch.Generator().manual_seed(seed))
     return FewShotBatch(batch.support_x.double(), batch.support_y, batch.query_x.double(),
@@ -72,7 +71,7 @@ def test_second_order_term_matters_and_matches_finite_differences() -> None:
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_maml_trains_and_evaluates_on_tiny_data(first_order) -> None:
-    data = tiny_omniglot()
+    data = synthetic_omniglot()
     start = initial_conv_params(3, 0, "stride", filters=8)
     seen = []
     params = train_omniglot_maml(data, ways=3, shots=1, iterations=3, meta_batch_size=4,
@@ -92,7 +91,7 @@ def test_maml_trains_and_evaluates_on_tiny_data(first_order) -> None:
 
 
 def test_time_limit_stops_training() -> None:
-    data = tiny_omniglot()
+    data = synthetic_omniglot()
     count = []
     train_omniglot_maml(data, ways=3, shots=1, iterations=1000, meta_batch_size=2,
                         params=initial_conv_params(3, 0, "stride", filters=4), time_limit_s=0.0,

@@ -1,13 +1,12 @@
 """Prototypical Networks and the 4-block network: closed forms on toys, shapes, per-task
 batching against a loop, and a smoke train + evaluate on a tiny synthetic Omniglot."""
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from metarl.fewshot.conv import ConvNet, conv4
-from metarl.fewshot.omniglot import FewShotBatch, OmniglotData
+from metarl.fewshot.omniglot import FewShotBatch, synthetic_omniglot
 from metarl.fewshot.omniglot_training import initial_conv_params
 from metarl.fewshot.protonet import (
     evaluate_protonet,
@@ -17,15 +16,6 @@ from metarl.fewshot.protonet import (
     prototypes,
     train_protonet,
 )
-
-
-def tiny_omniglot(characters: int = 40, seed: int = 0) -> OmniglotData:
-    """Each character a random template, each drawer the template plus noise: learnable."""
-    g = torch.Generator().manual_seed(seed)
-    templates = (torch.rand(characters, 1, 1, 28, 28, generator=g) < 0.2).float()
-    noise = 0.3 * torch.rand(characters, 20, 1, 28, 28, generator=g)
-    images = (templates + noise).clamp(0, 1)
-    return OmniglotData(images, Path("."), "npz", n_background=characters // 2)
 
 
 def test_logits_match_a_hand_computation_on_a_two_way_toy() -> None:
@@ -114,7 +104,7 @@ def test_protonet_loss_is_per_task_and_matches_logits() -> None:
 
 
 def test_protonet_trains_and_evaluates_on_tiny_data() -> None:
-    data = tiny_omniglot()
+    data = synthetic_omniglot()
     start = initial_conv_params(None, 0, "max", filters=8)
     seen = []
     params = train_protonet(data, ways=3, shots=1, queries=2, iterations=3, tasks_per_batch=2,
