@@ -10,7 +10,6 @@ next vanilla policy-gradient step. Step sizes: ``inner_lr`` for the first step a
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from metarl.adaptation import adapt_step, per_task
 from metarl.checkpoint import load_checkpoint
+from metarl.confidence import ci95
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.envs import make_task_vector_env
 from metarl.episodes import episode_returns
@@ -78,11 +78,8 @@ def evaluate_adaptation(
 
 
 def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
-    """Mean over tasks and the 95% confidence half-width ``1.96 std / sqrt(tasks)``."""
-    n = returns.shape[1]
-    mean = returns.mean(axis=1)
-    spread = returns.std(axis=1, ddof=1) if n > 1 else np.zeros_like(mean)
-    return mean.tolist(), (1.96 * spread / math.sqrt(n)).tolist()
+    """Mean over tasks of ``returns [steps, tasks]`` and each step's 95% CI half-width."""
+    return returns.mean(axis=1).tolist(), [ci95(step) for step in returns]
 
 
 def evaluate_run(

@@ -15,7 +15,6 @@ own batch statistics.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -25,6 +24,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from metarl.adaptation import adapt, per_task
+from metarl.confidence import ci95
 from metarl.fewshot.conv import ConvNet, PerTaskMode, Pool, conv4
 from metarl.fewshot.omniglot import FewShotBatch, OmniglotData, OmniglotTasks, Split
 from metarl.guards import check_finite
@@ -178,7 +178,7 @@ def evaluate_omniglot_maml(
     for step, parts in enumerate(per_step):
         acc = torch.cat(parts)
         metrics[f"query/accuracy_{step}"] = float(acc.mean())
-        metrics[f"query/accuracy_{step}_ci95"] = float(1.96 * acc.std() / math.sqrt(tasks))
+        metrics[f"query/accuracy_{step}_ci95"] = ci95(acc)
     metrics["accuracy"] = metrics[f"query/accuracy_{steps}"]
     metrics["ci95"] = metrics[f"query/accuracy_{steps}_ci95"]
     return metrics

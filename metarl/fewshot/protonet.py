@@ -17,7 +17,6 @@ kept running statistics for test, which this functional network does not have).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from metarl.confidence import ci95
 from metarl.fewshot.conv import Pool, conv4
 from metarl.fewshot.omniglot import FewShotBatch, OmniglotData, OmniglotTasks, Split
 from metarl.fewshot.omniglot_training import initial_conv_params
@@ -159,4 +159,4 @@ def evaluate_protonet(
             logits = protonet_logits(params, batch, ways, pool)
             parts.append((logits.argmax(-1) == batch.query_y).float().mean(-1))
     acc = torch.cat(parts)
-    return {"accuracy": float(acc.mean()), "ci95": float(1.96 * acc.std() / math.sqrt(tasks))}
+    return {"accuracy": float(acc.mean()), "ci95": ci95(acc)}

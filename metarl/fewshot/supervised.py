@@ -21,7 +21,6 @@ Data per learner, one meta-batch of ``meta_batch_size`` fresh tasks per iteratio
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
@@ -30,6 +29,7 @@ import torch
 from torch import Tensor
 
 from metarl.adaptation import adapt, per_task
+from metarl.confidence import ci95
 from metarl.fewshot.models import MLP, Activation, mlp, mse_loss
 from metarl.fewshot.sinusoid import SinusoidBatch, SinusoidTasks
 from metarl.guards import check_finite
@@ -191,5 +191,5 @@ def evaluate_sinusoid(
                 adapted = adapt(support_loss, adapted, [batch], inner_lr)
             mse = query_loss(adapted, batch)
             metrics[f"query/mse_{step}"] = float(mse.mean())
-            metrics[f"query/mse_{step}_ci95"] = float(1.96 * mse.std() / math.sqrt(tasks))
+            metrics[f"query/mse_{step}_ci95"] = ci95(mse)
     return metrics
