@@ -17,6 +17,7 @@ sub-environments at once. Prints figures; asserts nothing.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,13 @@ def _gymnasium_vector(
     return reset, step
 
 
+def _make_single(env_id: str, kwargs: dict[str, Any]) -> gymnasium.Env[Any, Any]:
+    """A picklable environment factory (spawned workers import metarl.envs to register ids)."""
+    import metarl.envs  # noqa: F401
+
+    return gymnasium.make(env_id, **kwargs)
+
+
 def physics_limit(env_id: str, physics: str, cores: int, calls: int = 20000) -> float | None:
     """Env steps per second that bare ``mj_step`` calls allow on ``cores`` cores."""
     vector = make_task_vector_env(env_id, 1, physics)
@@ -118,8 +126,12 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
     )
     rates["sync"] = _steps_per_second(*_gymnasium_vector(sync, tasks[0]), act, num_envs, horizon)
     sync.close()
+    del sync
+    # spawn, not fork: a forked child inherits the parent's MuJoCo arenas (~15 MB reserved per
+    # Ant copy), and with hundreds of copies made above the fork failed with ENOMEM here
     asynchronous = gymnasium.vector.AsyncVectorEnv(
-        [lambda: gymnasium.make(config.env_id, **kwargs) for _ in range(async_envs)]
+        [functools.partial(_make_single, config.env_id, kwargs) for _ in range(async_envs)],
+        context="spawn",
     )
     rates["async"] = _steps_per_second(*_gymnasium_vector(asynchronous, tasks[0]), act,
                                        async_envs, horizon)
