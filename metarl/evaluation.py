@@ -91,7 +91,8 @@ def evaluate_run(
     checkpoint: str = "best",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation).
+    """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
+    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other.
 
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields.
     """
@@ -127,13 +128,14 @@ def evaluate_run(
         "checkpoint_iteration": payload.get("iteration"),
         "per_task": outcome["returns"].T.tolist(),
     }
-    _write_json(run_dir / "eval.json", result)
+    suffix = "" if checkpoint == "best" else f"_{checkpoint}"
+    _write_json(run_dir / f"eval{suffix}.json", result)
     print(format_table(result))
-    print(f"results: {run_dir / 'eval.json'}")
+    print(f"results: {run_dir / f'eval{suffix}.json'}")
     if config.env_id.startswith("metarl/Navigation2D"):
         from metarl.plots import plot_navigation
 
-        png = run_dir / "eval_trajectories.png"
+        png = run_dir / f"eval{suffix}_trajectories.png"
         goals = [t.as_array("goal") for t in outcome["tasks"][:PLOTTED_TASKS]]
         plot_navigation(png, outcome["paths"], goals)
         print(f"trajectories: {png}")

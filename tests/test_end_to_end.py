@@ -240,3 +240,14 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "metarl: error: interrupted"
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] >= 1
+
+
+def test_evaluating_the_last_checkpoint_keeps_the_best_checkpoints_results(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _train(run)
+    assert main(["eval", str(run), "--tasks", "3", "--episodes", "2", "--no-progress"]) == 0
+    best = (run / "eval.json").read_text()
+    assert main(["eval", str(run), "--checkpoint", "last", "--tasks", "3", "--episodes", "2",
+                 "--no-progress"]) == 0
+    assert (run / "eval.json").read_text() == best
+    assert json.loads((run / "eval_last.json").read_text())["checkpoint"] == "last"
