@@ -47,31 +47,14 @@ def _policy_fn(config: TrainConfig, obs_dim: int, act_dim: int) -> Callable[[np.
     return act
 
 
-def _steps_per_second(reset: Callable[[], np.ndarray], step: Callable[[np.ndarray], np.ndarray],
-                      act: Callable[[np.ndarray], np.ndarray], num_envs: int,
+def _steps_per_second(env: gymnasium.vector.VectorEnv, act: Callable[[np.ndarray], np.ndarray],
                       horizon: int) -> float:
-    obs = reset()
+    """Env steps per second of ``horizon`` lockstep steps of all of ``env``'s copies."""
+    obs = env.reset(seed=0)[0]
     start = time.perf_counter()
     for _ in range(horizon):
-        obs = step(act(obs))
-    return num_envs * horizon / (time.perf_counter() - start)
-
-
-def _gymnasium_vector(
-    vector: gymnasium.vector.SyncVectorEnv | gymnasium.vector.AsyncVectorEnv, task: Any
-) -> tuple[
-        Callable[[], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
-    vector.call("set_task", task)
-
-    def reset() -> np.ndarray:
-        obs: np.ndarray = vector.reset(seed=0)[0]
-        return obs
-
-    def step(actions: np.ndarray) -> np.ndarray:
-        obs: np.ndarray = vector.step(actions)[0]
-        return obs
-
-    return reset, step
+        obs = env.step(act(obs))[0]
+    return float(env.num_envs * horizon / (time.perf_counter() - start))
 
 
 def _make_single(env_id: str, kwargs: dict[str, Any]) -> gymnasium.Env[Any, Any]:
@@ -111,20 +94,13 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
     batched.set_tasks([t for t in tasks for _ in range(config.episodes_per_task)])
     act = _policy_fn(config, batched.obs_dim, batched.act_dim)
 
-    def batched_reset() -> np.ndarray:
-        obs: np.ndarray = batched.reset(seed=0)[0]
-        return obs
-
-    def batched_step(actions: np.ndarray) -> np.ndarray:
-        obs: np.ndarray = batched.step(actions)[0]
-        return obs
-
-    rates = {"batched": _steps_per_second(batched_reset, batched_step, act, num_envs, horizon)}
+    rates = {"batched": _steps_per_second(batched, act, horizon)}
     kwargs = env_kwargs(config.env_id, config.physics)
     sync = gymnasium.vector.SyncVectorEnv(
         [lambda: gymnasium.make(config.env_id, **kwargs) for _ in range(num_envs)]
     )
-    rates["sync"] = _steps_per_second(*_gymnasium_vector(sync, tasks[0]), act, num_envs, horizon)
+    sync.call("set_task", tasks[0])
+    rates["sync"] = _steps_per_second(sync, act, horizon)
     sync.close()
     del sync
     # spawn, not fork: a forked child inherits the parent's MuJoCo arenas (~15 MB reserved per
@@ -133,8 +109,8 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
         [functools.partial(_make_single, config.env_id, kwargs) for _ in range(async_envs)],
         context="spawn",
     )
-    rates["async"] = _steps_per_second(*_gymnasium_vector(asynchronous, tasks[0]), act,
-                                       async_envs, horizon)
+    asynchronous.call("set_task", tasks[0])
+    rates["async"] = _steps_per_second(asynchronous, act, horizon)
     asynchronous.close()
     cores = usable_cores()
     limit = physics_limit(config.env_id, config.physics, cores)
