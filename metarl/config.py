@@ -61,7 +61,10 @@ class TrainConfig:
         learner: meta-learner: "maml", "fomaml" (MAML without second-order terms), "reptile"
             (Nichol et al. 2018: theta moves toward the adapted parameters) or "imaml"
             (Rajeswaran et al. 2019: implicit gradient of a proximal inner problem; its
-            inner_steps are gradient steps of that problem on one support batch).
+            inner_steps are gradient steps of that problem on one support batch), or
+            "pretrained": the MAML paper's pretrained baseline, one policy trained jointly on
+            the task distribution without adaptation (each iteration samples as many episodes
+            with theta as MAML samples in all, and takes a plain policy-gradient outer step).
         first_order: drop second-order terms of the meta-gradient (the same as learner fomaml).
         prox_lambda: strength lambda of iMAML's proximal term lambda/2 |phi - theta|^2.
         prox_damping: damping d of iMAML's conjugate-gradient solve of ((1 + d) I + H/lambda);
@@ -201,7 +204,9 @@ class TrainConfig:
         """Reject (learner, outer, estimator, first_order) combinations that mean nothing."""
         unrolled = self.learner in ("maml", "fomaml")
         problems = []
-        if not unrolled and self.outer not in ("adam", "sgd"):
+        if self.learner == "pretrained" and self.outer == "promp":
+            problems.append("learner pretrained takes outer trpo, adam or sgd, not promp")
+        elif not unrolled and self.learner != "pretrained" and self.outer not in ("adam", "sgd"):
             problems.append(f"learner {self.learner} takes outer adam or sgd, not {self.outer}")
         if self.estimator != "maml" and not (self.learner == "maml" and not self.first_order):
             problems.append(f"estimator {self.estimator} shapes second-order terms, which "
@@ -240,7 +245,7 @@ class TrainConfig:
 
 _ACTIVATIONS = ("tanh", "relu")
 _OUTERS = ("trpo", "adam", "sgd", "promp")
-_LEARNERS = ("maml", "fomaml", "reptile", "imaml")
+_LEARNERS = ("maml", "fomaml", "reptile", "imaml", "pretrained")
 _PHYSICS = ("peers", "maml")
 _ESTIMATORS = ("maml", "lvc", "dice")
 

@@ -124,6 +124,8 @@ class MetaLearner:
         """
         c = self.config
         tasks = self.env.sample_tasks(c.meta_batch_size, self.task_rng)
+        if c.learner == "pretrained":
+            return self._sample_without_adaptation(params, tasks)
         supports: list[StepBatch] = []
         adapted = per_task(params, c.meta_batch_size)
         steps = 0
@@ -144,17 +146,35 @@ class MetaLearner:
         query_episodes = self._rollout(adapted, tasks)
         check_episodes(query_episodes, "query")
         steps += query_episodes.num_steps
-        query = advantages_batch(query_episodes, c)
-        with torch.no_grad():
-            old_mean, old_log_std = self.policy.distribution_params(adapted, query.observations)
-            old_log_prob = gaussian_log_prob(old_mean, old_log_std, query.actions)
-        batch = MetaBatch(supports, QueryBatch(query, old_mean, old_log_std, old_log_prob))
+        batch = MetaBatch(supports, self._query_batch(adapted, query_episodes))
         metrics = {
             "support/return": support_return,
             "query/return": episode_returns(query_episodes).mean().item(),
             "env/steps_per_iteration": float(steps),
         }
         return batch, metrics
+
+    def _sample_without_adaptation(self, params: Params, tasks: list[Any]
+                                   ) -> tuple[MetaBatch, dict[str, float]]:
+        """The pretrained baseline's batch: as many episodes as MAML samples per iteration
+        (every support step and the query), all with theta, pooled per task as one query."""
+        c = self.config
+        shared = per_task(params, c.meta_batch_size)
+        rollouts = [self._rollout(shared, tasks) for _ in range(c.inner_steps + 1)]
+        episodes = Episodes(*(torch.cat(parts, dim=2) for parts in zip(*rollouts)))
+        check_episodes(episodes, "pretraining")
+        mean_return = episode_returns(episodes).mean().item()
+        metrics = {"support/return": mean_return, "query/return": mean_return,
+                   "env/steps_per_iteration": float(episodes.num_steps)}
+        return MetaBatch([], self._query_batch(shared, episodes)), metrics
+
+    def _query_batch(self, params: Params, episodes: Episodes) -> QueryBatch:
+        """Query steps with the sampling policy's outputs, for the surrogate and the KL."""
+        query = advantages_batch(episodes, self.config)
+        with torch.no_grad():
+            old_mean, old_log_std = self.policy.distribution_params(params, query.observations)
+            old_log_prob = gaussian_log_prob(old_mean, old_log_std, query.actions)
+        return QueryBatch(query, old_mean, old_log_std, old_log_prob)
 
     def _rollout(self, params: Params, tasks: list[Any]) -> Episodes:
         c = self.config
@@ -224,7 +244,7 @@ class MetaLearner:
         else:  # sgd: with Reptile's direction this is theta + eps mean(phi - theta)
             params = {k: state.params[k] - c.outer_lr * grads[k] for k in grads}
         metrics["outer/surrogate_before"] = loss.item()
-        if c.learner in ("maml", "fomaml"):
+        if c.learner in ("maml", "fomaml", "pretrained"):
             with torch.no_grad():
                 loss_after, kl = loss_and_kl(params)
             metrics.update({"outer/surrogate_after": loss_after.item(), "outer/kl": kl.item()})

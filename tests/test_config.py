@@ -270,6 +270,9 @@ def test_busy_cores_from_cpu_counters(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"learner": "fomaml", "estimator": "dice"}, "estimator dice"),
         ({"first_order": True, "estimator": "lvc"}, "estimator lvc"),
         ({"learner": "reptile", "outer": "sgd", "first_order": True}, "first_order applies"),
+        ({"learner": "pretrained", "outer": "promp"},
+         "learner pretrained takes outer trpo, adam or sgd, not promp"),
+        ({"learner": "pretrained", "estimator": "lvc"}, "estimator lvc"),
     ],
 )
 def test_invalid_learner_combinations_are_rejected(fields: dict, needle: str) -> None:
@@ -282,6 +285,7 @@ def test_valid_learner_combinations() -> None:
     valid: list[dict[str, Any]] = [
         {"learner": "reptile", "outer": "adam"}, {"learner": "imaml", "outer": "sgd"},
         {"learner": "fomaml", "outer": "promp"}, {"estimator": "dice"},
+        {"learner": "pretrained"}, {"learner": "pretrained", "outer": "adam"},
     ]
     for fields in valid:
         TrainConfig.from_dict(fields)
