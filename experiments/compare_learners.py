@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from metarl.plots import plot_returns_vs_steps
+
 # name -> config overrides; hyperparameters beyond the preset's are this script's choices
 LEARNERS: dict[str, list[str]] = {
     "MAML-TRPO": [],
@@ -92,26 +94,6 @@ def write_markdown(table: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(table: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, row in table.items():
-        ax.errorbar(row["steps"], row["mean"], yerr=row["ci95_over_seeds"], marker="o",
-                    capsize=3, label=name)
-    ax.set_xlabel("number of gradient steps")
-    ax.set_ylabel("average return (held-out tasks)")
-    ax.set_xticks(next(iter(table.values()))["steps"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="navigation2d")
@@ -125,7 +107,8 @@ def main() -> None:
     table = summarize(runs)
     (args.out / "results.json").write_text(json.dumps(table, indent=2) + "\n")
     write_markdown(table, args.out / "results.md")
-    plot(table, args.out / "returns_vs_steps.png")
+    plot_returns_vs_steps(args.out / "returns_vs_steps.png", table,
+                          title=f"{args.preset}: mean over {args.seeds} seeds, 95% CI over seeds")
     print((args.out / "results.md").read_text())
     print(f"results: {args.out / 'results.json'}, plot: {args.out / 'returns_vs_steps.png'}")
 

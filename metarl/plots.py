@@ -1,9 +1,10 @@
-"""Figures: 2D-navigation paths before and after adaptation (the MAML paper's Fig. 4 view) and
-training curves of the returns before and after adaptation."""
+"""Figures: 2D-navigation paths before and after adaptation (the MAML paper's Fig. 4 view),
+return against gradient steps per method (its Fig. 5 view) and training curves of the returns
+before and after adaptation."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,40 @@ def plot_navigation(path: Path, paths: Sequence[Sequence[np.ndarray]],
         ax.set_title(f"task {task}")
     axes[0][0].legend(loc="lower left", fontsize=7)
     fig.suptitle("2D navigation: first episode per task after k adaptation steps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_returns_vs_steps(path: Path, results: Mapping[str, Mapping[str, Sequence[float]]],
+                          dashed: Sequence[str] = (), title: str = "",
+                          ylabel: str = "average return") -> None:
+    """The MAML paper's Fig. 5 view: return against gradient steps, one line per method with
+    its 95% CI as a band; the methods in ``dashed`` (an oracle) as dashed lines.
+
+    ``results[method]`` holds ``steps``, ``mean`` and a CI half-width under ``ci95`` (or
+    ``ci95_over_seeds``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, row in results.items():
+        steps = np.asarray(row["steps"])
+        mean = np.asarray(row["mean"])
+        ci = np.asarray(row["ci95"] if "ci95" in row else row["ci95_over_seeds"])
+        style = "--" if name in dashed else "-o"
+        (line,) = ax.plot(steps, mean, style, label=name, linewidth=1.8, markersize=4)
+        ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("number of gradient steps")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(np.asarray(next(iter(results.values()))["steps"]))
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
