@@ -203,7 +203,49 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         help="MuJoCo shadows and reflections (about 3x slower without a GPU)",
     )
     video.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video}
+
+    compare = commands.add_parser(
+        "compare",
+        help="evaluate a run against the pretrained, random and oracle baselines",
+        description="Evaluate a run and the MAML paper's baselines on the same held-out tasks "
+        "after 0..STEPS inner steps; write compare.json, compare.md and compare.png. Baselines "
+        "are trained once into RUN_DIR/baselines/ and reused.",
+        allow_abbrev=False,
+    )
+    compare.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="folder of a train run")
+    compare.add_argument(
+        "--baselines",
+        default="pretrained,random,oracle",
+        help="comma-separated subset of pretrained, random, oracle (default: all three)",
+    )
+    compare.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/compare)")
+    compare.add_argument(
+        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks, 40)"
+    )
+    compare.add_argument(
+        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
+    )
+    compare.add_argument(
+        "--episodes",
+        type=_count(1),
+        help="episodes per task and step (default: the run's eval_episodes, 40)",
+    )
+    compare.add_argument(
+        "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
+    )
+    compare.add_argument(
+        "--pretrained-iterations",
+        type=_count(1),
+        help="meta-iterations of the pretrained baseline (default: the run's iterations)",
+    )
+    compare.add_argument(
+        "--oracle-timesteps",
+        type=_count(1),
+        help="PPO environment steps of the oracle (default: metarl.oracle's per-family budget)",
+    )
+    compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video,
+                    "compare": compare}
 
 
 def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -369,11 +411,34 @@ def _video(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+
+    from metarl.compare import compare_run, parse_baselines
+
+    compare_run(
+        run_dir,
+        parse_baselines(args.baselines),
+        out=args.out,
+        tasks=args.tasks,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        pretrained_iterations=args.pretrained_iterations,
+        oracle_timesteps=args.oracle_timesteps,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "train": _train,
     "eval": _eval,
     "bench": _bench,
     "video": _video,
+    "compare": _compare,
 }
 
 

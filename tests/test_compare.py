@@ -1,0 +1,114 @@
+"""`metarl compare` and its baselines: pretrained, random initialisation, oracle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.compare import initial_params, parse_baselines, pretrained_config
+from metarl.config import TrainConfig
+from metarl.envs import make_task_vector_env
+from metarl.oracle import TaskRevealingEnv, evaluate_oracle, task_features
+from metarl.trainer import MetaLearner
+
+TINY = ["--iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "2",
+        "--horizon", "12", "--torch-threads", "1", "--no-progress"]
+
+
+def test_parse_baselines() -> None:
+    assert parse_baselines("pretrained, oracle") == ["pretrained", "oracle"]
+    with pytest.raises(ValueError, match="unknown baseline 'expert'"):
+        parse_baselines("random,expert")
+
+
+def test_pretrained_config_keeps_the_run_budget_and_drops_adaptation_only_fields() -> None:
+    run = TrainConfig(outer="promp", estimator="lvc", iterations=7, video_interval=3)
+    baseline = pretrained_config(run, None)
+    assert (baseline.learner, baseline.outer, baseline.estimator) == ("pretrained", "trpo", "maml")
+    assert baseline.iterations == 7 and baseline.video_interval == 0
+    assert baseline.meta_batch_size == run.meta_batch_size
+    assert pretrained_config(run, 3).iterations == 3
+
+
+def test_random_baseline_starts_where_the_run_started() -> None:
+    config = TrainConfig(seed=5)
+    expected = MetaLearner(config).initial_state().params
+    for name, value in initial_params(config).items():
+        torch.testing.assert_close(value, expected[name])
+
+
+def test_task_revealing_env_appends_the_task_and_redraws_it_at_reset() -> None:
+    env = TaskRevealingEnv(gymnasium.make("metarl/Navigation2D-v0", max_episode_steps=5), seed=0)
+    goals = []
+    for _ in range(3):
+        obs, _ = env.reset()
+        goal = env.unwrapped.task["goal"]  # type: ignore[attr-defined]
+        np.testing.assert_allclose(obs[2:], goal, rtol=1e-6)
+        np.testing.assert_allclose(obs[:2], 0.0)
+        goals.append(goal)
+        obs, _, _, _, _ = env.step(np.zeros(2, np.float32))
+        np.testing.assert_allclose(obs[2:], goal, rtol=1e-6)
+    assert len(set(goals)) == 3
+    assert env.observation_space.shape == (4,)
+
+
+def test_sb3_accepts_the_task_revealing_env() -> None:
+    env_checker = pytest.importorskip("stable_baselines3.common.env_checker")
+    env = TaskRevealingEnv(gymnasium.make("metarl/Navigation2D-v0", max_episode_steps=5), seed=0)
+    env_checker.check_env(env, warn=False)
+
+
+class _StandStill:
+    """A stand-in oracle that never moves: its return is known in closed form."""
+
+    def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        assert obs.shape[1] == 4  # position and revealed goal
+        return np.zeros((obs.shape[0], 2), np.float32), None
+
+
+def test_oracle_evaluation_on_the_held_out_tasks_matches_a_hand_computation() -> None:
+    config = TrainConfig(horizon=7)
+    returns = evaluate_oracle(config, _StandStill(), tasks=4, episodes=2, seed=1000)
+    held_out = make_task_vector_env(config.env_id, 1).sample_tasks(4, np.random.default_rng(1000))
+    # the point stays at the origin: reward -|goal| at each of the 7 steps
+    expected = [-7 * np.linalg.norm(task_features(t)) for t in held_out]
+    np.testing.assert_allclose(returns, expected, rtol=1e-5)
+
+
+def test_compare_cli_writes_table_plot_and_reuses_the_pretrained_baseline(
+        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    args = ["compare", str(run), "--baselines", "pretrained,random", "--tasks", "3", "--steps",
+            "1", "--episodes", "2", "--pretrained-iterations", "2", "--no-progress"]
+    assert main(args) == 0
+    result = json.loads((run / "compare" / "compare.json").read_text())
+    assert list(result) == ["MAML-TRPO", "pretrained", "random"]
+    for row in result.values():
+        assert row["steps"] == [0, 1] and len(row["mean"]) == len(row["ci95"]) == 2
+    assert (run / "compare" / "compare.png").is_file()
+    assert "| pretrained |" in (run / "compare" / "compare.md").read_text()
+    checkpoint = run / "baselines" / "pretrained" / "checkpoints" / "best.pt"
+    trained_at = checkpoint.stat().st_mtime_ns
+    assert main(args) == 0  # the second comparison evaluates again but does not retrain
+    assert checkpoint.stat().st_mtime_ns == trained_at
+    assert json.loads((run / "compare" / "compare.json").read_text()) == result
+
+
+def test_compare_rejects_bad_input_on_one_line(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run), "--baselines", "expert"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown baseline 'expert'" in err and len(err.strip().splitlines()) == 1
