@@ -12,8 +12,9 @@ held-out tasks), and the results land in OUT_DIR:
 
     python experiments/compare_learners.py --out runs/compare --seeds 3 --iterations 500
 
-A finished (learner, seed) run is reused when its eval.json exists, so an interrupted comparison
-resumes where it stopped.
+A finished (learner, seed) run is reused when its eval.json exists and a stopped one resumes from
+its last checkpoint (`metarl train --resume`), so an interrupted comparison continues where it
+stopped. Runs go seed by seed (every learner's seed 0 first) unless --learners picks some.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,11 +54,14 @@ def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list
     run_dir = out / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
     if (run_dir / "eval.json").is_file():
         return run_dir
-    if run_dir.exists():
-        raise SystemExit(f"{run_dir} holds an unfinished run; remove it to rerun")
     metarl = [sys.executable, "-m", "metarl"]
-    run([*metarl, "train", preset, "--run-dir", str(run_dir), "--seed", str(seed),
-         "--no-progress", *LEARNERS[name], *extra])
+    if (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
+        run([*metarl, "train", "--resume", str(run_dir), "--no-progress"])  # stopped midway
+    elif not (run_dir / "summary.json").is_file():
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to keep
+        run([*metarl, "train", preset, "--run-dir", str(run_dir), "--seed", str(seed),
+             "--no-progress", *LEARNERS[name], *extra])
     run([*metarl, "eval", str(run_dir), "--no-progress"])
     return run_dir
 
@@ -102,8 +107,11 @@ def main() -> None:
     parser.add_argument("--learners", nargs="*", default=list(LEARNERS), choices=list(LEARNERS))
     args, extra = parser.parse_known_args()  # anything else is passed on to `metarl train`
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = {name: [train_and_evaluate(args.preset, name, seed, args.out, extra)
-                   for seed in range(args.seeds)] for name in args.learners}
+    # seed-major order: a comparison cut short still covers every learner
+    runs: dict[str, list[Path]] = {name: [] for name in args.learners}
+    for seed in range(args.seeds):
+        for name in args.learners:
+            runs[name].append(train_and_evaluate(args.preset, name, seed, args.out, extra))
     table = summarize(runs)
     (args.out / "results.json").write_text(json.dumps(table, indent=2) + "\n")
     write_markdown(table, args.out / "results.md")

@@ -101,6 +101,9 @@ class TrainConfig:
         checkpoint_interval: iterations between two saved checkpoints.
         skip_nonfinite: on a NaN or inf in a training step, skip that batch (counted in the
             metric guard/skipped) instead of stopping the run with an error.
+        rollout_timeout_s: seconds the sampling of one meta-iteration may take; a sampler that
+            stalls longer stops the run with a one-line error, keeping the last checkpoint
+            (metarl.watchdog). Generous by default; 0 disables the limit.
         video_interval: iterations between two policy videos (before and after one inner step
             on two held-out tasks) written to videos/ and TensorBoard; 0 records none.
         eval_tasks: held-out tasks that `metarl eval` uses unless told otherwise.
@@ -147,6 +150,7 @@ class TrainConfig:
     checkpoint_interval: int = 50
     video_interval: int = 0
     skip_nonfinite: bool = False
+    rollout_timeout_s: float = 1800.0
     eval_tasks: int = 40
     eval_steps: int = 3
     eval_episodes: int = 40
@@ -180,6 +184,9 @@ class TrainConfig:
                      "inner_kl_coef", "inner_kl_target"):
             _require(self, name, getattr(self, name) > 0, "> 0")
         _require(self, "cg_damping", self.cg_damping >= 0, ">= 0")
+        _require(self, "rollout_timeout_s",
+                 math.isfinite(self.rollout_timeout_s) and self.rollout_timeout_s >= 0,
+                 "finite and >= 0 (0: no limit)")
         _require(self, "ls_backtrack", 0 < self.ls_backtrack < 1, "in (0, 1)")
         _require(self, "fvp_fraction", 0 < self.fvp_fraction <= 1, "in (0, 1]")
         for name in ("gamma", "gae_lambda"):

@@ -22,7 +22,7 @@ import torch
 from metarl.adaptation import adapt_step, per_task
 from metarl.baselines import fit_linear_baseline
 from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import TrainConfig, resolve_threads, save_config
+from metarl.config import TrainConfig, load_config, resolve_threads, save_config
 from metarl.envs import make_task_vector_env
 from metarl.episodes import (
     Episodes,
@@ -34,6 +34,7 @@ from metarl.episodes import (
     to_step_batch,
 )
 from metarl.estimators import inner_loss_for
+from metarl.graceful_stop import GracefulStop
 from metarl.guards import NonFiniteError, check_finite
 from metarl.imaml import imaml_gradient, proximal_adapt
 from metarl.linalg import Params, flatten
@@ -54,6 +55,7 @@ from metarl.promp import promp_step
 from metarl.reptile import reptile_direction
 from metarl.resources import peak_rss_mb
 from metarl.rollout import rollout
+from metarl.watchdog import rollout_deadline
 
 
 class TrainState(NamedTuple):
@@ -99,16 +101,25 @@ class MetaLearner:
         )
         torch.manual_seed(config.seed)
         self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)
-        self.task_rng = np.random.default_rng(config.seed)
+        # tasks from their own stream, so that how much a run samples never changes its tasks
+        task_seed, dynamics_seed = np.random.SeedSequence(config.seed).spawn(2)
+        self.task_rng = np.random.default_rng(task_seed)
+        self.dynamics_rng = np.random.default_rng(dynamics_seed)  # environment reset seeds
         self.generator = torch.Generator().manual_seed(config.seed)
         self.inner_loss = inner_loss_for(self.policy, config.estimator, config.episodes_per_task)
         self.outer_loss = surrogate_loss(self.policy)
 
     def rng_state(self) -> dict[str, Any]:
-        return {"numpy": self.task_rng.bit_generator.state, "torch": self.generator.get_state()}
+        return {"numpy": self.task_rng.bit_generator.state,
+                "dynamics": self.dynamics_rng.bit_generator.state,
+                "torch": self.generator.get_state()}
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
+        if "dynamics" not in state:
+            raise ValueError("the checkpoint's random streams come from an older metarl that "
+                             "drew tasks and resets from one stream; it cannot be resumed exactly")
         self.task_rng.bit_generator.state = state["numpy"]
+        self.dynamics_rng.bit_generator.state = state["dynamics"]
         self.generator.set_state(state["torch"])
 
     def initial_state(self) -> TrainState:
@@ -178,7 +189,7 @@ class MetaLearner:
 
     def _rollout(self, params: Params, tasks: list[Any]) -> Episodes:
         c = self.config
-        seed = int(self.task_rng.integers(2**31))
+        seed = int(self.dynamics_rng.integers(2**31))
         return rollout(
             self.env, self.policy, params, tasks, c.episodes_per_task, c.horizon,
             self.generator, seed,
@@ -276,7 +287,8 @@ class MetaLearner:
         counted in ``guard/skipped``)."""
         start = time.perf_counter()
         try:
-            batch, metrics = self.sample(state.params)
+            with rollout_deadline(self.config.rollout_timeout_s, state.iteration + 1):
+                batch, metrics = self.sample(state.params)
             sampled = time.perf_counter()
             updated, update_metrics = self.update(state, batch)
             check_finite("the updated parameters", updated.params)
@@ -341,15 +353,40 @@ def check_resumable(config: TrainConfig, payload: dict[str, Any]) -> None:
     if payload.get("rng") is None:
         raise ValueError("the checkpoint holds no random streams (written by an older metarl); "
                          "it cannot be resumed exactly")
-    saved = payload["config"]
+    missing = [key for key in ("config", "iteration", "adam", "kl_coef") if key not in payload]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {', '.join(missing)}; it cannot be resumed")
+    check_same_run(config, payload["config"])
+    if payload["iteration"] > config.iterations:
+        raise ValueError(f"the run is at iteration {payload['iteration']}, beyond --iterations "
+                         f"{config.iterations}")
+
+
+def check_same_run(config: TrainConfig, saved: dict[str, Any]) -> None:
+    """A one-line error if ``config`` differs from the run's ``saved`` config in a field that
+    changes the maths or the random streams."""
     changed = sorted(k for k, v in config.to_dict().items()
                      if k not in RESUMABLE_CHANGES and saved.get(k) != v)
     if changed:
         raise ValueError(f"cannot resume with a different {', '.join(changed)} "
                          f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
-    if payload["iteration"] > config.iterations:
-        raise ValueError(f"the run is at iteration {payload['iteration']}, beyond --iterations "
-                         f"{config.iterations}")
+
+
+def resume_state(config: TrainConfig, run_dir: Path, learner: MetaLearner) -> TrainState:
+    """Where ``run_dir`` continues from: its last checkpoint (the learner's random streams are
+    set from it), or the start when the run stopped before writing one; starting over then
+    reproduces the run exactly. Metrics logged after that point are dropped."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.exists():
+        payload = load_checkpoint(last)
+        check_resumable(config, payload)
+        state = restore_state(payload)
+        learner.set_rng_state(payload["rng"])
+    else:
+        check_same_run(config, load_config(run_dir / "config.yaml").to_dict())
+        state = learner.initial_state()
+    truncate_metrics(run_dir / "metrics.jsonl", state.iteration)
+    return state
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:
@@ -384,7 +421,8 @@ def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -
 
 # Fields a resumed run may change: they affect neither the maths nor the random streams.
 RESUMABLE_CHANGES = frozenset({"iterations", "log_interval", "checkpoint_interval",
-                               "video_interval", "eval_tasks", "eval_steps", "eval_episodes"})
+                               "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
+                               "rollout_timeout_s"})
 
 
 def train(config: TrainConfig, run_dir: Path, progress: bool = True,
@@ -401,24 +439,21 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
     torch.set_num_threads(resolve_threads(config.torch_threads))
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
     checkpoints = run_dir / "checkpoints"
-    if resume:
-        payload = load_checkpoint(checkpoints / "last.pt")
-        check_resumable(config, payload)
-        state = restore_state(payload)
-        learner.set_rng_state(payload["rng"])
-        truncate_metrics(run_dir / "metrics.jsonl", state.iteration)
-    else:
-        state = learner.initial_state()
+    state = resume_state(config, run_dir, learner) if resume else learner.initial_state()
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     iteration_seconds: list[float] = []
-    with RunLogger(run_dir, config.iterations, progress, initial=state.iteration) as logger:
+    rng = learner.rng_state()  # the streams as of state.iteration, never mid-iteration
+    with (RunLogger(run_dir, config.iterations, progress, initial=state.iteration) as logger,
+          GracefulStop() as stop):  # Ctrl-C / SIGTERM: stop between iterations
         try:
             while state.iteration < config.iterations:
+                stop.raise_if_requested()
                 previous = state
                 state, metrics = learner.iteration(state)
+                rng = learner.rng_state()
                 echo = state.iteration % config.log_interval == 0 or state.iteration == 1
                 logger.log(state.iteration, metrics, echo)
                 if "time/iteration_s" in metrics:  # absent when the batch was skipped
@@ -428,13 +463,12 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
                                     checkpoint_payload(config, previous, metrics["query/return"]))
                 if state.iteration % config.checkpoint_interval == 0:
                     save_checkpoint(checkpoints / "last.pt",
-                                    checkpoint_payload(config, state, rng=learner.rng_state()))
+                                    checkpoint_payload(config, state, rng=rng))
                 if config.video_interval and state.iteration % config.video_interval == 0:
                     record_training_video(run_dir, state, logger)
         finally:
             if state.iteration > 0:
-                save_checkpoint(checkpoints / "last.pt",
-                                checkpoint_payload(config, state, rng=learner.rng_state()))
+                save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state, rng=rng))
     summary = {
         "iterations": state.iteration,
         "minutes": (time.perf_counter() - started) / 60,
