@@ -26,6 +26,12 @@ import yaml
 
 from metarl import __version__
 from metarl.config import ConfigError, TrainConfig, load_config
+from metarl.fewshot.config import (
+    FewShotConfig,
+    fewshot_field_names,
+    is_fewshot_config,
+    load_fewshot_config,
+)
 
 __all__ = ["main", "resolve_config_path", "split_overrides"]
 
@@ -255,7 +261,7 @@ def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[st
     its value is the next argument, or follows `=`. Overrides may appear anywhere, so that
     `--iterations 50 CONFIG` and `CONFIG --iterations 50` are the same.
     """
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    fields = {field.name for field in dataclasses.fields(TrainConfig)} | fewshot_field_names()
     kept: list[str] = []
     overrides: dict[str, str] = {}
     index = 0
@@ -307,8 +313,10 @@ def resolve_config_path(spec: str) -> Path:
     raise ConfigError(f"config {spec!r} is neither a file nor a preset (presets: {presets})")
 
 
-def _load(spec: str, overrides: dict[str, str]) -> tuple[Path, TrainConfig]:
+def _load(spec: str, overrides: dict[str, str]) -> tuple[Path, TrainConfig | FewShotConfig]:
     path = resolve_config_path(spec)
+    if is_fewshot_config(path):  # supervised few-shot presets have `problem:` (RL: env_id)
+        return path, load_fewshot_config(path, overrides)
     return path, load_config(path, overrides)
 
 
@@ -327,9 +335,14 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                 f"run directory {run_dir} already exists and is not empty; choose another --run-dir"
             )
 
-    from metarl.trainer import train
+    if isinstance(config, FewShotConfig):
+        from metarl.fewshot.run import train as train_fewshot
 
-    train(config, run_dir, progress=not args.no_progress)
+        train_fewshot(config, run_dir, progress=not args.no_progress)
+    else:
+        from metarl.trainer import train
+
+        train(config, run_dir, progress=not args.no_progress)
     print(f"run directory: {run_dir}")
     print(f"tensorboard:   tensorboard --logdir {run_dir}")
     print(f"evaluate:      metarl eval {run_dir}")
@@ -342,11 +355,15 @@ def _resume(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         raise _UsageError("--resume takes the run directory alone: no CONFIG, no --run-dir")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a metarl run directory (no config.yaml)")
-    config = load_config(run_dir / "config.yaml", overrides)
+    _, config = _load(str(run_dir / "config.yaml"), overrides)
+    if isinstance(config, FewShotConfig):
+        from metarl.fewshot.run import train as train_fewshot
 
-    from metarl.trainer import train
+        train_fewshot(config, run_dir, progress=not args.no_progress, resume=True)
+    else:
+        from metarl.trainer import train
 
-    train(config, run_dir, progress=not args.no_progress, resume=True)
+        train(config, run_dir, progress=not args.no_progress, resume=True)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -355,6 +372,14 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
+    if is_fewshot_config(run_dir / "config.yaml"):
+        if args.episodes is not None:
+            raise ConfigError("--episodes applies to RL runs; a supervised run has no episodes")
+        from metarl.fewshot.evaluation import evaluate_run as evaluate_fewshot_run
+
+        evaluate_fewshot_run(run_dir, tasks=args.tasks, steps=args.steps, seed=args.seed,
+                             checkpoint=args.checkpoint, progress=not args.no_progress)
+        return 0
 
     from metarl.evaluation import evaluate_run
 
@@ -372,6 +397,9 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 def _bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     _, config = _load(args.config, overrides)
+    if isinstance(config, FewShotConfig):
+        raise ConfigError("metarl bench times RL presets; a supervised run's summary.json "
+                          "holds its seconds per iteration")
 
     if args.throughput:
         from metarl.throughput import run_throughput
@@ -389,6 +417,8 @@ def _video(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
+    if is_fewshot_config(run_dir / "config.yaml"):
+        raise ConfigError("metarl video films RL policies; this is a supervised few-shot run")
 
     from metarl.video import record_video
 

@@ -1,11 +1,11 @@
-"""Supervised few-shot learning: task samplers (Omniglot) that return whole task batches."""
+"""Supervised few-shot learning: sinusoid regression and Omniglot classification.
 
-from metarl.fewshot.omniglot import (
-    FewShotBatch,
-    OmniglotData,
-    OmniglotTasks,
-    load_omniglot,
-    split_characters,
-)
+Modules: ``config`` (the run's validated config), ``problems`` (the two task families behind
+one interface), ``learners`` (one training iteration per learner), ``run`` (the `metarl train`
+loop), ``evaluation`` (`metarl eval`), ``sinusoid`` / ``models`` / ``supervised`` (the sinusoid
+tasks, MLP and library training functions), ``omniglot`` (loader, split and task sampler),
+``conv`` (the 4-block network), ``protonet`` and ``omniglot_training``.
 
-__all__ = ["FewShotBatch", "OmniglotData", "OmniglotTasks", "load_omniglot", "split_characters"]
+Nothing is imported here, so that the command line can read a few-shot config without
+importing torch.
+"""

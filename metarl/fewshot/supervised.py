@@ -103,7 +103,7 @@ def train_sinusoid(
     theta = {k: v.detach().clone() for k, v in theta.items()}
     support_loss = mse_loss("support", activation)
     query_loss = mse_loss("query", activation)
-    mixture_loss = _mixture_loss(activation)
+    mixture = mixture_loss(activation)
     state = adam_init(theta)
     for iteration in range(iterations):
         info: dict[str, float] = {}
@@ -123,7 +123,7 @@ def train_sinusoid(
                                             inner_lr)
         else:
             batch = distribution.sample(meta_batch_size, shots, queries, generator)
-            grads, loss = torch.func.grad_and_value(mixture_loss)(theta, batch)
+            grads, loss = torch.func.grad_and_value(mixture)(theta, batch)
         check_finite("outer/loss", loss)
         check_finite("meta-gradient", grads)
         theta, state = adam_step(theta, {k: g.detach() for k, g in grads.items()}, state,
@@ -140,7 +140,8 @@ def _split_support(batch: SinusoidBatch, shots: int) -> list[SinusoidBatch]:
     return [batch._replace(support_x=x, support_y=y) for x, y in zip(xs, ys)]
 
 
-def _mixture_loss(activation: Activation) -> Callable[[Params, SinusoidBatch], Tensor]:
+def mixture_loss(activation: Activation = "relu"
+                 ) -> Callable[[Params, SinusoidBatch], Tensor]:
     """The mean squared error of shared parameters on every point of every task."""
 
     def loss(params: Params, batch: SinusoidBatch) -> Tensor:
