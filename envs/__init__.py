@@ -4,7 +4,8 @@
 ``unwrapped``); ``make_task_vector_env(env_id, n)`` -- or ``gymnasium.make_vec(env_id, n,
 vectorization_mode="vector_entry_point")`` -- gives ``n`` of them stepped together, one task per
 sub-environment assigned with ``set_tasks``. The MuJoCo families need the ``mujoco`` extra and
-are imported only when made.
+are imported only when made; so are Meta-World's ML1 and ML10 benchmarks (``metarl/ML1-<task>-v3``,
+``metarl/ML10-v3``, the ``metaworld`` extra; see ``metarl.envs.metaworld_tasks``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
+import numpy as np
 
 from metarl.envs.base import Task, TaskEnv, TaskVectorEnv
+from metarl.envs.metaworld_tasks import ML1_TASK_NAMES
 from metarl.envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "env_kwargs",
     "make_task_vector_env",
     "registered_env_ids",
+    "sample_held_out_tasks",
 ]
 
 LOCOMOTION_FAMILIES = ("HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "AntGoal")
@@ -54,6 +58,19 @@ _ENVS: dict[str, _Entry] = {
         )
         for family in LOCOMOTION_FAMILIES
     },
+    **{
+        f"metarl/ML1-{name}": _Entry(
+            "metarl.envs.metaworld_tasks:MetaWorldEnv",
+            "metarl.envs.metaworld_tasks:MetaWorldVectorEnv",
+            {"benchmark": "ML1", "env_name": name},
+        )
+        for name in ML1_TASK_NAMES
+    },
+    "metarl/ML10-v3": _Entry(
+        "metarl.envs.metaworld_tasks:MetaWorldEnv",
+        "metarl.envs.metaworld_tasks:MetaWorldVectorEnv",
+        {"benchmark": "ML10"},
+    ),
 }
 
 for _env_id, _entry in _ENVS.items():
@@ -97,3 +114,11 @@ def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers") -> 
     kwargs = dict(entry.kwargs, **physics_kwargs)
     env: TaskVectorEnv = getattr(module, class_name)(num_envs, **kwargs)
     return env
+
+
+def sample_held_out_tasks(env: TaskVectorEnv, n: int, rng: np.random.Generator) -> list[Task]:
+    """``n`` tasks to evaluate on: the benchmark's test tasks where it has a fixed test split
+    (Meta-World's ``sample_test_tasks``), else fresh draws from the task distribution."""
+    sample_test = getattr(env, "sample_test_tasks", None)
+    tasks: list[Task] = sample_test(n, rng) if sample_test is not None else env.sample_tasks(n, rng)
+    return tasks

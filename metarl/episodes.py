@@ -3,10 +3,14 @@
 Shapes follow DESIGN.md: ``[N tasks, T time, B episodes, ...]``. ``mask[n, t, b]`` is 1 while
 episode ``b`` of task ``n`` is still running at step ``t`` and 0 after it terminated. Nothing here
 changes its inputs.
+
+Environments that report success (Meta-World's ``info["success"]``) also fill ``success``: 1.0
+on the valid steps where the task's success criterion held; it is None for the others.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -18,11 +22,26 @@ class Episodes(NamedTuple):
     actions: Tensor  # [N, T, B, act]
     rewards: Tensor  # [N, T, B]
     mask: Tensor  # [N, T, B], 1.0 on valid steps
+    success: Tensor | None = None  # [N, T, B], 1.0 on valid steps that met the task's goal
 
     @property
     def num_steps(self) -> int:
         """Valid environment steps in the batch."""
         return int(self.mask.sum().item())
+
+
+def concat_episodes(parts: Sequence[Episodes], dim: int) -> Episodes:
+    """``parts`` joined along ``dim`` of every field (0: tasks, 2: episodes); ``success`` is
+    joined when every part has it, else None."""
+    def cat(tensors: list[Tensor]) -> Tensor:
+        return torch.cat(tensors, dim=dim)
+
+    successes = [p.success for p in parts if p.success is not None]
+    return Episodes(
+        cat([p.observations for p in parts]), cat([p.actions for p in parts]),
+        cat([p.rewards for p in parts]), cat([p.mask for p in parts]),
+        cat(successes) if len(successes) == len(parts) else None,
+    )
 
 
 class StepBatch(NamedTuple):
@@ -62,6 +81,21 @@ def to_step_batch(episodes: Episodes, advantages: Tensor) -> StepBatch:
 def episode_returns(episodes: Episodes) -> Tensor:
     """Undiscounted return of every episode, ``[N, B]``."""
     return (episodes.rewards * episodes.mask).sum(dim=1)
+
+
+def episode_success(episodes: Episodes) -> Tensor | None:
+    """1.0 for every episode that met its task's goal on any valid step, else 0.0, ``[N, B]``
+    (Meta-World's success metric, Yu et al. 2019, arXiv:1910.10897); None if the environment
+    reports no success."""
+    if episodes.success is None:
+        return None
+    return (episodes.success * episodes.mask).amax(dim=1)
+
+
+def success_rate(episodes: Episodes) -> float | None:
+    """Fraction of all episodes that succeeded, or None if the environment reports no success."""
+    success = episode_success(episodes)
+    return None if success is None else success.mean().item()
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:

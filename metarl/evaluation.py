@@ -4,7 +4,9 @@ Protocol of the MAML paper (Finn et al. 2017, arXiv:1703.03400, Sec. 5.3 and its
 held-out tasks drawn with a fixed seed; at each step the current (adapted) policy samples fresh
 episodes per task, their mean return is the score of that step, and the same episodes drive the
 next vanilla policy-gradient step. Step sizes: ``inner_lr`` for the first step and
-``inner_lr / 2`` afterwards (0.1 then 0.05 in the paper).
+``inner_lr / 2`` afterwards (0.1 then 0.05 in the paper). Benchmarks with a fixed test split
+(Meta-World) are evaluated on their test tasks, and environments that report success also get
+the success rate after each step (an episode succeeds if it met its goal on any step).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from metarl.adaptation import adapt_step, per_task
 from metarl.checkpoint import load_checkpoint
 from metarl.confidence import ci95
 from metarl.config import TrainConfig, load_config, resolve_threads
-from metarl.envs import make_task_vector_env
-from metarl.episodes import episode_returns
+from metarl.envs import make_task_vector_env, sample_held_out_tasks
+from metarl.episodes import episode_returns, episode_success
 from metarl.estimators import reinforce_loss
 from metarl.linalg import Params
 from metarl.rollout import rollout
@@ -48,23 +50,27 @@ def evaluate_adaptation(
 ) -> dict[str, Any]:
     """Per-task mean return after each of ``0..steps`` adaptation steps.
 
-    Returns ``returns`` (a ``[steps + 1, tasks]`` array), the held-out ``tasks``, ``adapted``
-    (the per-task parameters, stacked on a leading task dimension, after each of 0..steps
-    steps), the step sizes, and the observations of the first episode of the first few tasks at
-    every step (``paths``), for plotting.
+    Returns ``returns`` (a ``[steps + 1, tasks]`` array), ``success`` (the same shape: each
+    task's fraction of successful episodes; None for environments that report no success), the
+    held-out ``tasks``, ``adapted`` (the per-task parameters, stacked on a leading task
+    dimension, after each of 0..steps steps), the step sizes, and the observations of the first
+    episode of the first few tasks at every step (``paths``), for plotting.
     """
     env = make_task_vector_env(config.env_id, tasks * episodes, config.physics)
     policy = build_policy(config, env.obs_dim, env.act_dim)
-    held_out = env.sample_tasks(tasks, np.random.default_rng(seed))
+    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)
     loss = reinforce_loss(policy)
     adapted = per_task({k: v.detach() for k, v in params.items()}, tasks)
-    returns, paths, adapted_per_step = [], [], [adapted]
+    returns, successes, paths, adapted_per_step = [], [], [], [adapted]
     rates = step_learning_rates(config.inner_lr, steps)
     for step in tqdm(range(steps + 1), desc="evaluate", disable=not progress, unit="step"):
         batch_episodes = rollout(env, policy, adapted, held_out, episodes, config.horizon,
                                  generator, seed + step)
         returns.append(episode_returns(batch_episodes).mean(dim=1).numpy())
+        success = episode_success(batch_episodes)
+        if success is not None:
+            successes.append(success.mean(dim=1).numpy())
         shown = min(PLOTTED_TASKS, tasks)
         valid = batch_episodes.mask[:shown, :, 0] > 0
         paths.append([batch_episodes.observations[i, valid[i], 0].numpy() for i in range(shown)])
@@ -74,7 +80,8 @@ def evaluate_adaptation(
                        adapt_step(loss, adapted, support, rates[step]).items()}
             adapted_per_step.append(adapted)
     return {"returns": np.stack(returns), "tasks": held_out, "paths": paths, "rates": rates,
-            "adapted": adapted_per_step, "policy": policy}
+            "adapted": adapted_per_step, "policy": policy,
+            "success": np.stack(successes) if successes else None}
 
 
 def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
@@ -128,6 +135,10 @@ def evaluate_run(
         "checkpoint_iteration": payload.get("iteration"),
         "per_task": outcome["returns"].T.tolist(),
     }
+    if outcome["success"] is not None:
+        success_mean, success_ci95 = summarize(outcome["success"])
+        result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
+                                  "per_task": outcome["success"].T.tolist()}
     suffix = "" if checkpoint == "best" else f"_{checkpoint}"
     _write_json(run_dir / f"eval{suffix}.json", result)
     print(format_table(result))
@@ -147,10 +158,15 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result['env_id']}: {result['tasks']} held-out tasks, {result['episodes_per_task']} "
         f"episodes per step, checkpoint {result['checkpoint']} "
         f"(iteration {result['checkpoint_iteration']})",
-        f"{'steps':>5}  {'return':>10}  {'95% CI':>8}",
+        f"{'steps':>5}  {'return':>10}  {'95% CI':>8}"
+        + (f"  {'success':>8}  {'95% CI':>8}" if "success_rate" in result else ""),
     ]
-    for step, mean, ci in zip(result["steps"], result["mean"], result["ci95"]):
-        lines.append(f"{step:>5}  {mean:>10.2f}  {ci:>8.2f}")
+    for i, (step, mean, ci) in enumerate(zip(result["steps"], result["mean"], result["ci95"])):
+        line = f"{step:>5}  {mean:>10.2f}  {ci:>8.2f}"
+        if "success_rate" in result:
+            rate = result["success_rate"]
+            line += f"  {rate['mean'][i]:>8.3f}  {rate['ci95'][i]:>8.3f}"
+        lines.append(line)
     return "\n".join(lines)
 
 

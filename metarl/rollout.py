@@ -2,7 +2,8 @@
 
 All ``N * B`` sub-environments of a ``TaskVectorEnv`` advance together, one batched policy
 forward pass per time step; there are no worker processes or queues to hang. Episodes that
-terminate early stay in the batch with their later steps masked out.
+terminate early stay in the batch with their later steps masked out. An environment whose step
+info holds ``success`` (Meta-World) also fills ``Episodes.success``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def rollout(
     actions = torch.zeros(n, horizon, b, act_dim)
     rewards = torch.zeros(n, horizon, b)
     mask = torch.zeros(n, horizon, b)
+    success: torch.Tensor | None = None  # created at the first step whose info reports it
     alive = np.ones(n * b, dtype=bool)
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
@@ -52,9 +54,16 @@ def rollout(
             observations[:, t] = obs_t
             actions[:, t] = act_t
             mask[:, t] = torch.from_numpy(alive.reshape(n, b))
-            obs, reward, terminated, truncated, _ = env.step(act_t.reshape(n * b, act_dim).numpy())
+            obs, reward, terminated, truncated, info = env.step(
+                act_t.reshape(n * b, act_dim).numpy()
+            )
             rewards[:, t] = torch.from_numpy(np.where(alive, reward, 0.0).reshape(n, b))
+            if "success" in info:
+                if success is None:
+                    success = torch.zeros(n, horizon, b)
+                succeeded = alive & np.asarray(info["success"], dtype=bool)
+                success[:, t] = torch.from_numpy(succeeded.reshape(n, b).astype(np.float32))
             alive &= ~(terminated | truncated)
             if not alive.any():
                 break
-    return Episodes(observations, actions, rewards, mask)
+    return Episodes(observations, actions, rewards, mask, success)

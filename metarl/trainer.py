@@ -27,6 +27,7 @@ from metarl.envs import make_task_vector_env
 from metarl.episodes import (
     Episodes,
     StepBatch,
+    concat_episodes,
     discounted_returns,
     episode_returns,
     gae,
@@ -172,7 +173,7 @@ class MetaLearner:
         c = self.config
         shared = per_task(params, c.meta_batch_size)
         rollouts = [self._rollout(shared, tasks) for _ in range(c.inner_steps + 1)]
-        episodes = Episodes(*(torch.cat(parts, dim=2) for parts in zip(*rollouts)))
+        episodes = concat_episodes(rollouts, dim=2)
         check_episodes(episodes, "pretraining")
         mean_return = episode_returns(episodes).mean().item()
         metrics = {"support/return": mean_return, "query/return": mean_return,
