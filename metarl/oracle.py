@@ -4,9 +4,9 @@ The MAML paper's oracle (Finn et al. 2017, arXiv:1703.03400, Sec. 5.3) receives 
 parameters (goal position, target velocity or direction) as part of its observation, so it needs
 no adaptation: it is the upper reference line of the comparison. Here it is SB3's PPO
 (Schulman et al. 2017, arXiv:1707.06347) with its default hyperparameters on the registered
-gymnasium environment, a new task drawn from the distribution at every reset and its parameters
-appended to the observation. Evaluation samples its (stochastic) actions on the same held-out
-tasks, seeds and horizon as ``metarl.evaluation``.
+gymnasium environment wrapped in ``TaskObservation``: a new task drawn from the distribution at
+every reset and its numeric parameters appended to the observation. Evaluation samples its
+(stochastic) actions on the same held-out tasks, seeds and horizon as ``metarl.evaluation``.
 """
 
 from __future__ import annotations
@@ -20,50 +20,17 @@ import numpy as np
 
 from metarl.config import TrainConfig
 from metarl.envs import env_kwargs, make_task_vector_env
-from metarl.envs.base import Task, TaskEnv
+from metarl.envs.task_observation import (
+    TaskObservation,
+    numeric_parameter_names,
+    task_features,
+)
 
 # PPO environment steps per task family: enough for the oracle to plateau (measured on 2D
 # navigation; the locomotion budgets are the order SB3's MuJoCo benchmarks use).
 DEFAULT_TIMESTEPS = {"metarl/Navigation2D": 200_000}
 LOCOMOTION_TIMESTEPS = 1_000_000
 PPO_ENVS = 8
-
-
-def task_features(task: Task) -> np.ndarray:
-    """The task's numeric parameters, flattened in name order: what the oracle observes."""
-    parts = [np.atleast_1d(np.asarray(value, dtype=np.float32)).ravel()
-             for _, value in task.params]
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-class TaskRevealingEnv(gymnasium.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
-    """Draws a new task at every reset and appends its parameters to each observation."""
-
-    def __init__(self, env: gymnasium.Env[np.ndarray, np.ndarray], seed: int) -> None:
-        super().__init__(env)
-        self.task_env: TaskEnv[np.ndarray, np.ndarray] = env.unwrapped  # type: ignore[assignment]
-        self.rng = np.random.default_rng(seed)
-        self.features = task_features(self.task_env.sample_tasks(1, self.rng)[0])
-        inner = env.observation_space
-        assert isinstance(inner, gymnasium.spaces.Box)
-        size = inner.shape[0] + self.features.size
-        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (size,), np.float32)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-        task = self.task_env.sample_tasks(1, self.rng)[0]
-        self.task_env.set_task(task)
-        self.features = task_features(task)
-        obs, info = self.env.reset(seed=seed, options=options)
-        return self._reveal(obs), info
-
-    def step(self, action: np.ndarray
-             ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._reveal(obs), float(reward), terminated, truncated, info
-
-    def _reveal(self, obs: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(obs, np.float32).ravel(), self.features])
 
 
 def check_oracle_available(config: TrainConfig) -> None:
@@ -75,7 +42,7 @@ def check_oracle_available(config: TrainConfig) -> None:
                          "'.[baselines]' (or leave it out: --baselines pretrained,random)") from err
     env = make_task_vector_env(config.env_id, 1, config.physics)
     tasks = env.sample_tasks(1, np.random.default_rng(0))
-    if task_features(tasks[0]).size == 0:
+    if not numeric_parameter_names(tasks[0]):
         raise ValueError(f"{config.env_id}'s tasks have no numeric parameters to reveal")
 
 
@@ -100,7 +67,7 @@ def train_oracle(config: TrainConfig, out_dir: Path, timesteps: int | None = Non
         def build() -> gymnasium.Env[np.ndarray, np.ndarray]:
             env = gymnasium.make(config.env_id, max_episode_steps=config.horizon,
                                  **env_kwargs(config.env_id, config.physics))
-            return TaskRevealingEnv(env, seed=config.seed * PPO_ENVS + index)
+            return TaskObservation(env, resample=True, seed=config.seed * PPO_ENVS + index)
         return build
 
     vec_env = DummyVecEnv([make(i) for i in range(PPO_ENVS)])
@@ -120,7 +87,9 @@ def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
     env = make_task_vector_env(config.env_id, tasks * episodes, config.physics)
     held_out = env.sample_tasks(tasks, np.random.default_rng(seed))
     env.set_tasks([task for task in held_out for _ in range(episodes)])
-    features = np.repeat(np.stack([task_features(t) for t in held_out]), episodes, axis=0)
+    names = numeric_parameter_names(held_out[0])
+    features = np.repeat(np.stack([task_features(t, names) for t in held_out]), episodes,
+                         axis=0).astype(np.float32)
     obs, _ = env.reset(seed=seed)
     totals = np.zeros(tasks * episodes)
     alive = np.ones(tasks * episodes, dtype=bool)

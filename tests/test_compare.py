@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -15,7 +14,7 @@ from metarl.cli import main
 from metarl.compare import initial_params, parse_baselines, pretrained_config
 from metarl.config import TrainConfig
 from metarl.envs import make_task_vector_env
-from metarl.oracle import TaskRevealingEnv, evaluate_oracle, task_features
+from metarl.oracle import evaluate_oracle
 from metarl.trainer import MetaLearner
 
 TINY = ["--iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "2",
@@ -44,27 +43,6 @@ def test_random_baseline_starts_where_the_run_started() -> None:
         torch.testing.assert_close(value, expected[name])
 
 
-def test_task_revealing_env_appends_the_task_and_redraws_it_at_reset() -> None:
-    env = TaskRevealingEnv(gymnasium.make("metarl/Navigation2D-v0", max_episode_steps=5), seed=0)
-    goals = []
-    for _ in range(3):
-        obs, _ = env.reset()
-        goal = env.unwrapped.task["goal"]  # type: ignore[attr-defined]
-        np.testing.assert_allclose(obs[2:], goal, rtol=1e-6)
-        np.testing.assert_allclose(obs[:2], 0.0)
-        goals.append(goal)
-        obs, _, _, _, _ = env.step(np.zeros(2, np.float32))
-        np.testing.assert_allclose(obs[2:], goal, rtol=1e-6)
-    assert len(set(goals)) == 3
-    assert env.observation_space.shape == (4,)
-
-
-def test_sb3_accepts_the_task_revealing_env() -> None:
-    env_checker = pytest.importorskip("stable_baselines3.common.env_checker")
-    env = TaskRevealingEnv(gymnasium.make("metarl/Navigation2D-v0", max_episode_steps=5), seed=0)
-    env_checker.check_env(env, warn=False)
-
-
 class _StandStill:
     """A stand-in oracle that never moves: its return is known in closed form."""
 
@@ -78,7 +56,7 @@ def test_oracle_evaluation_on_the_held_out_tasks_matches_a_hand_computation() ->
     returns = evaluate_oracle(config, _StandStill(), tasks=4, episodes=2, seed=1000)
     held_out = make_task_vector_env(config.env_id, 1).sample_tasks(4, np.random.default_rng(1000))
     # the point stays at the origin: reward -|goal| at each of the 7 steps
-    expected = [-7 * np.linalg.norm(task_features(t)) for t in held_out]
+    expected = [-7 * np.linalg.norm(t.as_array("goal")) for t in held_out]
     np.testing.assert_allclose(returns, expected, rtol=1e-5)
 
 
