@@ -8,6 +8,7 @@ naming the field, as for the RL config.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class FewShotConfig:
         train_ways: classes per training episode of ProtoNets (the paper trains with more ways
             than it tests); 0 means `ways`. Other learners train with `ways`.
         shots: support examples per class (sinusoid: support points per task), K.
+        train_shots: support examples per class of the training tasks (Reptile: of each inner
+            step, as its inner batches); 0 means `shots`. Test tasks always have `shots`.
         queries: query examples per class (sinusoid: points) of each training task.
         inner_lr: step size of the inner SGD steps, in training and at test (alpha).
         inner_steps: inner steps per training task (iMAML: gradient steps of its proximal
@@ -83,6 +86,9 @@ class FewShotConfig:
             METARL_DATA environment variable's, else ../shared/data beside the repository.
         seed: seed of the initialisation and of the training tasks.
         torch_threads: torch intra-op threads; 0 picks the free cores.
+        max_minutes: training time budget: the run stops (validating and checkpointing) after
+            the iteration that ends past it, counting the time of earlier sessions of a resumed
+            run; 0 means no budget. The iteration count then depends on the machine's speed.
         log_interval: iterations between two stdout lines.
         checkpoint_interval: iterations between two saved `last.pt` checkpoints.
         val_interval: iterations between two validations, which choose `best.pt`; 0: none
@@ -102,6 +108,7 @@ class FewShotConfig:
     ways: int = 1
     train_ways: int = 0
     shots: int = 10
+    train_shots: int = 0
     queries: int = 10
     inner_lr: float = 0.01
     inner_steps: int = 1
@@ -121,6 +128,7 @@ class FewShotConfig:
     data_path: str = ""
     seed: int = 0
     torch_threads: int = 0
+    max_minutes: float = 0.0
     log_interval: int = 1000
     checkpoint_interval: int = 1000
     val_interval: int = 1000
@@ -143,12 +151,14 @@ class FewShotConfig:
                      "lr_halving_every", "filters", "log_interval", "checkpoint_interval",
                      "val_tasks", "eval_tasks", "eval_queries"):
             self._require(name, getattr(self, name) >= 1, ">= 1")
-        for name in ("train_ways", "queries", "meta_grad_chunk", "seed", "torch_threads",
-                     "val_interval", "eval_steps"):
+        for name in ("train_ways", "train_shots", "queries", "meta_grad_chunk", "seed",
+                     "torch_threads", "val_interval", "eval_steps"):
             self._require(name, getattr(self, name) >= 0, ">= 0")
         for name in ("inner_lr", "outer_lr", "prox_lambda"):
             self._require(name, getattr(self, name) > 0, "> 0")
         self._require("cg_damping", self.cg_damping >= 0, ">= 0")
+        self._require("max_minutes", math.isfinite(self.max_minutes) and self.max_minutes >= 0,
+                      "finite and >= 0 (0: no budget)")
         self._check_combination()
 
     def _require(self, name: str, ok: bool, requirement: str) -> None:
@@ -191,9 +201,15 @@ class FewShotConfig:
         return self.train_ways or self.ways
 
     @property
+    def training_shots(self) -> int:
+        """Support examples per class of a training task (Reptile: of each inner step)."""
+        return self.train_shots or self.shots
+
+    @property
     def training_shots_per_class(self) -> int:
         """Support examples per class of a training task: Reptile's steps each take their own."""
-        return self.shots * self.inner_steps if self.learner == "reptile" else self.shots
+        steps = self.inner_steps if self.learner == "reptile" else 1
+        return self.training_shots * steps
 
     @property
     def metric(self) -> str:

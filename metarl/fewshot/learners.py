@@ -8,8 +8,9 @@ meta-batch at once (tasks are a tensor dimension):
 * ``imaml``: ``metarl.imaml.imaml_gradient``, the implicit gradient of the proximal inner
   problem (Rajeswaran et al. 2019, arXiv:1909.04630).
 * ``reptile``: ``metarl.reptile.reptile_direction``, ``mean_i (theta - phi_i)`` after
-  ``inner_steps`` steps, each on its own ``shots`` examples per class (Nichol et al. 2018,
-  arXiv:1803.02999).
+  ``inner_steps`` steps, each on its own ``train_shots`` examples per class (Nichol et al.
+  2018, arXiv:1803.02999: different inner batches keep the term that favours generalisation
+  within a task).
 * ``protonet``: the gradient of the query cross-entropy of nearest-prototype logits (Snell et
   al. 2017, arXiv:1703.05175).
 * ``pretrained``: the gradient of the MSE of one shared network on every point of every task
@@ -103,7 +104,7 @@ def learner_direction(config: FewShotConfig, problem: Problem, params: Params, b
         return imaml_gradient(problem.support_loss, problem.query_loss, params, batch, batch,
                               c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.cg_damping)
     if c.learner == "reptile":
-        supports = reptile_supports(batch, c.inner_steps, c.shots)
+        supports = reptile_supports(batch, c.inner_steps, c.training_shots)
         loss, direction = reptile_direction(problem.support_loss, params, supports, c.inner_lr,
                                             cast(InnerOptimizer, c.inner_optimizer),
                                             REPTILE_ADAM_BETAS)

@@ -323,3 +323,23 @@ def synthetic_omniglot(characters: int = 40, seed: int = 0) -> OmniglotData:
     noise = 0.3 * torch.rand(characters, 20, 1, 28, 28, generator=g)
     images = (templates + noise).clamp(0, 1)
     return OmniglotData(images, Path("."), "npz", n_background=characters // 2)
+
+
+def write_synthetic_omniglot(folder: str | Path, characters: int = 80, seed: int = 0,
+                             side: int = 28) -> Path:
+    """Write a small learnable stand-in for Omniglot as the two NumPy archives in ``folder``
+    (created if needed) and return it: each character a random ``side`` x ``side`` stroke
+    template, each of its 20 drawings that template with 5% of the pixels flipped. For smoke
+    runs and tests of the whole pipeline (``data_path``); at ``side`` 28 no resizing happens."""
+    if characters < 2:
+        raise ValueError(f"characters must be >= 2, got {characters}")
+    rng = np.random.default_rng(seed)
+    templates = rng.random((characters, 1, side, side)) < 0.2
+    strokes = templates ^ (rng.random((characters, N_DRAWERS, side, side)) < 0.05)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    half = characters // 2
+    for part, images in zip(_PARTS, (~strokes[:half], ~strokes[half:])):  # True = background
+        labels = np.repeat(np.arange(len(images))[:, None], N_DRAWERS, axis=1)
+        np.savez(folder / f"{part}.npz", images=images, labels=labels)
+    return folder

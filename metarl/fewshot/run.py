@@ -34,8 +34,8 @@ from metarl.trainer import truncate_metrics
 
 # Fields a resumed run may change: they touch neither the training maths nor its random stream
 # (with a linear learning-rate schedule the iteration count sets the rates, so it may not change).
-RESUMABLE_CHANGES = frozenset({"iterations", "log_interval", "checkpoint_interval",
-                               "eval_tasks", "data_path"})
+RESUMABLE_CHANGES = frozenset({"iterations", "max_minutes", "log_interval",
+                               "checkpoint_interval", "eval_tasks", "data_path"})
 ECHO_KEYS = ("train/loss", "train/accuracy", "val/mse", "val/accuracy", "outer/lr",
              "time/iteration_s")
 
@@ -138,6 +138,7 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     seconds: list[float] = []
+    out_of_time = False
 
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - started
@@ -163,8 +164,9 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
                     metrics["time/iteration_s"] = time.perf_counter() - began
                     seconds.append(metrics["time/iteration_s"])
                     i = state.iteration
+                    out_of_time = 0 < config.max_minutes * 60 <= elapsed()
                     due = config.val_interval and (i % config.val_interval == 0
-                                                   or i == config.iterations)
+                                                   or i == config.iterations or out_of_time)
                     if due:
                         began = time.perf_counter()
                         score, interval = validation_score(config, problem, state.params)
@@ -179,6 +181,10 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
                     logged = (state, generator.get_state())
                     if i % config.checkpoint_interval == 0:
                         save_last(*logged)
+                    if out_of_time and i < config.iterations:
+                        logger.bar.write(f"stopped at iteration {i}: the time budget of "
+                                         f"{config.max_minutes:g} minutes is spent")
+                        break
             finally:
                 if logged[0].iteration > 0:
                     save_last(*logged)
@@ -194,6 +200,7 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
         "seconds_per_iteration_median": statistics.median(seconds) if seconds else None,
         "peak_memory_mb": peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
+        "stopped_by_time_budget": out_of_time and state.iteration < config.iterations,
         "final_train_loss": metrics.get("train/loss"),
         f"best_val_{config.metric}": best_score,
         "best_iteration": best_iteration,
