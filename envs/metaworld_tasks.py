@@ -73,7 +73,11 @@ BENCHMARKS = ("ML1", "ML10")
 BENCHMARK_SEED = 0
 MAX_PATH_LENGTH = 500
 OBS_DIM, ACT_DIM = 39, 4
-DEFAULT_CAMERA = "corner2"  # Meta-World's corner view of the table, robot and goal
+DEFAULT_CAMERA = "corner3"  # Meta-World's view of the whole table top, the robot and the goal
+# Meta-World's fixed corner cameras point their image "up" axis downwards (set up for mujoco-py,
+# whose frames came bottom-up): through gymnasium's renderer their frames are rotated by 180
+# degrees, and ``render`` turns them back.
+ROTATED_CAMERAS = ("corner", "corner2", "corner3", "corner4")
 SPLITS = ("train", "test")
 
 
@@ -208,6 +212,7 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self._render_kwargs = {"render_mode": render_mode, "width": width, "height": height,
                                "camera_name": camera_name}
+        self._upright = camera_name in ROTATED_CAMERAS
         self._task = self.benchmark.tasks["train"][0]
         self._inner: Any = self._metaworld_env(self._task)
         self.set_task(self._task)
@@ -261,7 +266,10 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
                 bool(truncated), info)
 
     def render(self) -> Any:
-        return self._inner.render()
+        frame = self._inner.render()
+        if self._upright and isinstance(frame, np.ndarray):
+            frame = np.ascontiguousarray(frame[::-1, ::-1])
+        return frame
 
     def close(self) -> None:
         self._inner.close()

@@ -32,6 +32,7 @@ from metarl.episodes import (
     episode_returns,
     gae,
     normalize_per_task,
+    success_rate,
     to_step_batch,
 )
 from metarl.estimators import inner_loss_for
@@ -92,6 +93,14 @@ def advantages_batch(episodes: Episodes, config: TrainConfig) -> StepBatch:
     return to_step_batch(episodes, advantages)
 
 
+def success_metrics(support: Episodes, query: Episodes) -> dict[str, float]:
+    """``support/success_rate`` and ``query/success_rate`` (fraction of episodes that met their
+    task's goal on any step), for environments that report success (Meta-World)."""
+    rates = {"support/success_rate": success_rate(support),
+             "query/success_rate": success_rate(query)}
+    return {key: rate for key, rate in rates.items() if rate is not None}
+
+
 class MetaLearner:
     """Holds what one run samples with: the vector environment, the policy and the RNGs."""
 
@@ -142,12 +151,14 @@ class MetaLearner:
         adapted = per_task(params, c.meta_batch_size)
         steps = 0
         support_return = 0.0
+        first_support: Episodes | None = None
         # iMAML solves its proximal problem on one support batch; the others resample
         for s in range(1 if c.learner == "imaml" else c.inner_steps):
             episodes = self._rollout(adapted, tasks)
             check_episodes(episodes, f"support step {s}")
             if s == 0:
                 support_return = episode_returns(episodes).mean().item()
+                first_support = episodes
             steps += episodes.num_steps
             supports.append(advantages_batch(episodes, c))
             if c.learner == "imaml":
@@ -164,6 +175,8 @@ class MetaLearner:
             "query/return": episode_returns(query_episodes).mean().item(),
             "env/steps_per_iteration": float(steps),
         }
+        assert first_support is not None
+        metrics.update(success_metrics(first_support, query_episodes))
         return batch, metrics
 
     def _sample_without_adaptation(self, params: Params, tasks: list[Any]
@@ -177,7 +190,8 @@ class MetaLearner:
         check_episodes(episodes, "pretraining")
         mean_return = episode_returns(episodes).mean().item()
         metrics = {"support/return": mean_return, "query/return": mean_return,
-                   "env/steps_per_iteration": float(episodes.num_steps)}
+                   "env/steps_per_iteration": float(episodes.num_steps),
+                   **success_metrics(episodes, episodes)}
         return MetaBatch([], self._query_batch(shared, episodes)), metrics
 
     def _query_batch(self, params: Params, episodes: Episodes) -> QueryBatch:

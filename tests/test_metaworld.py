@@ -6,15 +6,21 @@ sweep over all 50 ML1 task classes are marked slow.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pickle
 import sys
+from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import metarl.envs  # noqa: F401  (registers the metarl/ environments)
+from metarl.cli import main
+from metarl.config import TrainConfig, load_config
 from metarl.envs import Task, make_task_vector_env, registered_env_ids, sample_held_out_tasks
 
 metaworld = pytest.importorskip("metaworld")
@@ -31,6 +37,8 @@ from metarl.policies import GaussianMLPPolicy  # noqa: E402
 from metarl.rollout import rollout  # noqa: E402
 
 REACH = "metarl/ML1-reach-v3"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+PRESETS = sorted(EXPERIMENTS.glob("metaworld_*.yaml"))
 
 
 def _goal(task: Task) -> np.ndarray:
@@ -211,6 +219,34 @@ def test_unknown_benchmark_names() -> None:
         load_benchmark("ML1", "reach-v9")
     with pytest.raises(ValueError, match="unknown Meta-World benchmark 'ML7'"):
         load_benchmark("ML7")
+
+
+def test_presets_write_every_field_and_load() -> None:
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    for preset in PRESETS:
+        assert set(yaml.safe_load(preset.read_text())) == names, preset.name
+        config = load_config(preset)
+        assert config.env_id in registered_env_ids()
+    paper = load_config(EXPERIMENTS / "metaworld_ml1_reach.yaml")  # REFERENCE.md section 2
+    assert (paper.meta_batch_size, paper.episodes_per_task, paper.horizon) == (20, 10, 500)
+    assert (paper.hidden_sizes, paper.activation) == ((128, 128), "tanh")
+    assert (paper.inner_lr, paper.outer, paper.max_kl, paper.eval_tasks) == (1e-4, "trpo", 0.01, 50)
+
+
+def test_smoke_preset_trains_and_evaluates_success(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(EXPERIMENTS / "metaworld_smoke.yaml"), "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        for key in ("support/success_rate", "query/success_rate"):
+            assert 0.0 <= row[key] <= 1.0
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    rate = result["success_rate"]
+    assert len(rate["mean"]) == len(rate["ci95"]) == len(result["steps"]) == 2
+    assert np.array(rate["per_task"]).shape == (2, 2)  # tasks x steps
+    assert all(0.0 <= m <= 1.0 for m in rate["mean"])
 
 
 @pytest.mark.slow
