@@ -330,7 +330,8 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if run_dir.exists():
         if not run_dir.is_dir():
             raise ConfigError(f"run directory {run_dir} exists and is not a directory")
-        if any(run_dir.iterdir()):
+        # a lone *.tmp is an atomic write that a kill cut short, before the run wrote anything
+        if any(not path.name.endswith(".tmp") for path in run_dir.iterdir()):
             raise ConfigError(
                 f"run directory {run_dir} already exists and is not empty; choose another --run-dir"
             )

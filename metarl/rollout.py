@@ -15,6 +15,7 @@ import torch
 
 from metarl.envs.base import Task, TaskVectorEnv
 from metarl.episodes import Episodes
+from metarl.guards import check_finite
 from metarl.policies import GaussianMLPPolicy, Params
 
 
@@ -50,6 +51,8 @@ def rollout(
     with torch.no_grad():
         for t in range(horizon):
             obs_t = torch.as_tensor(obs, dtype=torch.float32).view(n, b, obs_dim)
+            # before they become NaN actions that the environment would reject, unexplained
+            check_finite(f"the observations at step {t}", obs_t.view(n * b, -1)[alive])
             act_t = policy.sample(params, obs_t, generator)
             observations[:, t] = obs_t
             actions[:, t] = act_t

@@ -1,67 +1,84 @@
-"""Fault injection: kill -9 a training process at several points, resume, and end exactly where
-an uninterrupted run ends."""
+"""kill -9 at random moments: every interrupted run resumes to exactly the uninterrupted run.
+
+Each seed kills one training process after a random delay, resumes it (or, when the kill came
+before any file was written, starts it again), kills the resumed process, and so on, then lets it
+finish; the last checkpoint (parameters, optimiser state, random streams, counters) and the
+metrics must equal those of a run never interrupted. The delays span the whole run, so kills
+land in start-up, sampling, the outer step, metric logging and checkpoint writes alike.
+"""
 
 from __future__ import annotations
 
-import json
+import random
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
 
 from metarl.checkpoint import load_checkpoint
 
-SETTINGS = ["--iterations", "8", "--meta-batch-size", "2", "--episodes-per-task", "2",
-            "--horizon", "10", "--torch-threads", "1", "--checkpoint-interval", "1",
-            "--no-progress"]
+pytestmark = pytest.mark.faults
+
+ITERATIONS = 8
+KILLS_PER_SEED = 4
 
 
-def _metarl(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "metarl", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _settings(tiny: list[str]) -> list[str]:
+    return [*tiny, "--iterations", str(ITERATIONS), "--checkpoint-interval", "1"]
 
 
-def _rows(run: Path) -> int:
-    path = run / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.is_file() else 0
+@pytest.fixture(scope="module")
+def uninterrupted(zygote: Any, tmp_path_factory: pytest.TempPathFactory,
+                  tiny: list[str]) -> tuple[Path, float]:
+    """The reference run, and how long it took (the span the kill delays are drawn from)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    zygote.start(["train", "navigation2d", "--run-dir", str(folder / "run"), *_settings(tiny)],
+                 folder / "log")
+    start = time.monotonic()
+    assert zygote.wait(120) == 0, (folder / "log").read_text()
+    return folder / "run", time.monotonic() - start
 
 
-def _metrics(run: Path) -> list[dict[str, float]]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
-
-
-@pytest.mark.parametrize("kill_after_rows", [1, 3, 6])
-def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path: Path,
-                                                         kill_after_rows: int) -> None:
-    whole = tmp_path / "whole"
-    assert _metarl("train", "navigation2d", "--run-dir", str(whole), *SETTINGS).wait(120) == 0
-
-    run = tmp_path / "killed"
-    process = _metarl("train", "navigation2d", "--run-dir", str(run), *SETTINGS)
-    deadline = time.time() + 120
-    while _rows(run) < kill_after_rows and process.poll() is None:
-        assert time.time() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(60)
-    if not (run / "checkpoints" / "last.pt").is_file():  # killed before the first checkpoint
-        shutil.rmtree(run)
-        assert _metarl("train", "navigation2d", "--run-dir", str(run), *SETTINGS).wait(120) == 0
-    elif load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] < 8:
-        resumed = _metarl("train", "--resume", str(run), "--no-progress")
-        assert resumed.wait(120) == 0, resumed.stderr.read() if resumed.stderr else ""
-
-    a = load_checkpoint(whole / "checkpoints" / "last.pt")
-    b = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert a["iteration"] == b["iteration"] == 8
-    assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])
-    assert _metrics(whole) == _metrics(run)
+@pytest.mark.parametrize("seed", range(5))
+def test_kill_9_at_random_moments_then_resume_ends_exactly_like_an_uninterrupted_run(
+    zygote: Any, uninterrupted: tuple[Path, float], tmp_path: Path, tiny: list[str],
+    helpers: Any, seed: int,
+) -> None:
+    reference, duration = uninterrupted
+    rng = random.Random(seed)
+    run, log = tmp_path / "run", tmp_path / "log"
+    fresh = ["train", "navigation2d", "--run-dir", str(run), *_settings(tiny)]
+    resume = ["train", "--resume", str(run), "--no-progress"]
+    kills, landed = 0, []
+    while True:
+        zygote.start(resume if (run / "config.yaml").is_file() else fresh, log)
+        if kills == KILLS_PER_SEED:
+            code = zygote.wait(120)
+            assert code == 0, log.read_text()
+            break
+        # at most 0.7 of a whole run, so that the first, whole run is always killed
+        code = zygote.wait(rng.uniform(0.0, 0.7 * duration))
+        if code is None:
+            zygote.kill()
+            code = zygote.wait(60)
+            kills += code == -9  # else it finished just before the signal
+        if code != -9:
+            assert code == 0, log.read_text()
+            break  # finished before the delay ran out
+        if not (run / "config.yaml").is_file():
+            # killed before the run wrote its config: nothing to resume, a fresh start must work
+            assert all(p.name.endswith(".tmp") for p in run.rglob("*") if p.is_file())
+            landed.append("before the config")
+        elif (run / "checkpoints" / "last.pt").is_file():  # never half written:
+            landed.append(load_checkpoint(run / "checkpoints" / "last.pt")["iteration"])
+        else:
+            landed.append("before the first checkpoint")
+    print(f"seed {seed}: {kills} kill -9s; last checkpoint after each: {landed}")
+    assert kills >= 1
+    helpers.assert_same_run(reference, run)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == ITERATIONS
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_dropped_on_resume(tmp_path: Path) -> None:
@@ -71,3 +88,15 @@ def test_a_metrics_line_cut_short_by_a_crash_is_dropped_on_resume(tmp_path: Path
     path.write_text('{"iteration": 1}\n{"iteration": 2}\n{"iterat')
     truncate_metrics(path, 5)
     assert path.read_text() == '{"iteration": 1}\n{"iteration": 2}\n'
+
+
+def test_resuming_a_run_killed_before_its_first_checkpoint_starts_it_over(
+    cli: Any, tmp_path: Path, tiny: list[str], helpers: Any
+) -> None:
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    settings = [*tiny, "--iterations", "3"]
+    assert cli("train", "navigation2d", "--run-dir", str(whole), *settings)[0] == 0
+    assert cli("train", "navigation2d", "--run-dir", str(run), *settings)[0] == 0
+    shutil.rmtree(run / "checkpoints")  # as if killed after logging, before the first save
+    assert cli("train", "--resume", str(run), "--no-progress")[0] == 0
+    helpers.assert_same_run(whole, run)
