@@ -96,11 +96,13 @@ def env_kwargs(env_id: str, physics: str = "peers") -> dict[str, Any]:
     return {"physics": physics} if _ENVS[env_id].has_physics else {}
 
 
-def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers") -> TaskVectorEnv:
+def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers",
+                         threads: int | None = None) -> TaskVectorEnv:
     """The natively vectorised form of ``env_id`` with ``num_envs`` sub-environments.
 
     ``physics`` selects the simulation setting of the MuJoCo families (see
-    ``metarl.envs.locomotion``); other environments ignore it.
+    ``metarl.envs.locomotion``) and ``threads`` their simulator's threads (default: the usable
+    cores; a Ray worker given one CPU asks for 1); other environments ignore both.
     """
     physics_kwargs = env_kwargs(env_id, physics)
     entry = _ENVS[env_id]
@@ -112,6 +114,8 @@ def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers") -> 
             f"{env_id} needs MuJoCo ({err.name} is missing): pip install -e '.[mujoco]'"
         ) from err
     kwargs = dict(entry.kwargs, **physics_kwargs)
+    if threads is not None and entry.has_physics:
+        kwargs["nthread"] = threads
     env: TaskVectorEnv = getattr(module, class_name)(num_envs, **kwargs)
     return env
 

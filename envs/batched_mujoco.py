@@ -100,8 +100,18 @@ class LocomotionVectorEnv(TaskVectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        rng = np.random.default_rng(seed if isinstance(seed, int) else None)
-        qpos, qvel = reset_state(self.model.qpos0, np.zeros(self.model.nv), self.num_envs, rng)
+        if isinstance(seed, list):  # gymnasium's convention: one seed per sub-environment
+            if len(seed) != self.num_envs:
+                raise ValueError(f"got {len(seed)} seeds for {self.num_envs} sub-environments")
+            # each copy starts as a single environment reset with its seed would
+            states = [reset_state(self.model.qpos0, np.zeros(self.model.nv), 1,
+                                  np.random.default_rng(s)) for s in seed]
+            qpos = np.concatenate([q for q, _ in states])
+            qvel = np.concatenate([v for _, v in states])
+        else:
+            rng = np.random.default_rng(seed)
+            qpos, qvel = reset_state(self.model.qpos0, np.zeros(self.model.nv), self.num_envs,
+                                     rng)
         self._state[:] = 0.0
         self._state[:, self._qpos_slice] = qpos
         self._state[:, self._qvel_slice] = qvel

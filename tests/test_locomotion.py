@@ -127,6 +127,22 @@ def test_batched_step_equals_the_single_env_step(family: str, physics: str) -> N
             assert terminated[i] == term
 
 
+def test_a_list_of_seeds_resets_each_copy_as_the_single_env() -> None:
+    """gymnasium's vector convention: seed i resets copy i as single.reset(seed=i) would."""
+    seeds = [7, 123, 7]
+    vector = make_task_vector_env("metarl/HalfCheetahVel-v0", 3)
+    assert isinstance(vector, LocomotionVectorEnv)
+    vector.set_tasks([Task.of(velocity=1.0)] * 3)
+    obs, _ = vector.reset(seed=seeds)
+    single = LocomotionEnv("HalfCheetahVel")
+    single.set_task(Task.of(velocity=1.0))
+    for i, seed in enumerate(seeds):
+        assert np.array_equal(obs[i], single.reset(seed=seed)[0])
+    assert not np.array_equal(obs[0], obs[1]) and np.array_equal(obs[0], obs[2])
+    with pytest.raises(ValueError, match="got 2 seeds for 3 sub-environments"):
+        vector.reset(seed=[1, 2])
+
+
 def test_each_sub_environment_runs_its_own_task() -> None:
     vector = make_task_vector_env("metarl/HalfCheetahVel-v0", 2)
     assert isinstance(vector, LocomotionVectorEnv)

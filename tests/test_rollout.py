@@ -39,3 +39,24 @@ def test_per_task_parameters_drive_each_task() -> None:
     episodes = rollout(env, policy, params, tasks, 1, 3, torch.Generator())
     assert torch.allclose(episodes.observations[0, 2, 0], torch.tensor([0.2, 0.0]))
     assert torch.allclose(episodes.observations[1, 2, 0], torch.tensor([-0.2, 0.0]))
+
+
+def test_task_seeds_make_each_tasks_episodes_its_own() -> None:
+    """With task_seeds, a task's noise comes from its seed alone: the batch around it does not
+    matter, and the noise is the standard normal drawn from the seed's expansion."""
+    from metarl.rollout import draw_task_seeds
+
+    policy = GaussianMLPPolicy(2, 2, (4,))
+    params = {k: torch.zeros_like(v) for k, v in policy.initial_params().items()}  # mean 0, std 1
+    tasks = [Task.of(goal=[0.9, 0.9]), Task.of(goal=[-0.9, 0.9]), Task.of(goal=[0.0, -0.9])]
+    seeds = draw_task_seeds(np.random.default_rng(0), 3)
+    whole = rollout(Navigation2DVectorEnv(3 * 2), policy, per_task(params, 3), tasks, 2, 5,
+                    task_seeds=seeds)
+    alone = rollout(Navigation2DVectorEnv(2), policy, per_task(params, 1), tasks[2:], 2, 5,
+                    task_seeds=seeds[2:])
+    assert torch.equal(whole.actions[2:], alone.actions)
+    assert torch.equal(whole.observations[2:], alone.observations)
+    words = np.random.SeedSequence(seeds[0]).generate_state(3).tolist()  # 2 resets, 1 noise
+    noise = torch.randn(5, 2, 2, generator=torch.Generator().manual_seed(words[2]))
+    assert torch.equal(whole.actions[0], noise)
+    assert not torch.equal(whole.actions[0], whole.actions[1])
