@@ -97,6 +97,13 @@ class TrainConfig:
         baseline_ridge: ridge coefficient of the linear feature baseline's least-squares fit.
         seed: seed of every random number generator of the run.
         torch_threads: torch intra-op threads; 0 picks the free cores (see `resolve_threads`).
+        sampler: where support and query episodes are sampled: "local" (this process's batched
+            simulator) or "ray" (the meta-batch's tasks split over Ray actors, each running its
+            tasks' rollouts and sampling-time adaptation; the same episodes as "local", see
+            metarl.ray_sampler). "ray" needs the extra: pip install -e ".[ray]".
+        ray_workers: Ray actors sampling in parallel (sampler "ray"), one CPU each.
+        ray_address: address of the Ray cluster to join (sampler "ray"), e.g. "10.0.0.5:6379"
+            or "auto"; "" starts a local Ray on this machine (or joins $RAY_ADDRESS if set).
         log_interval: iterations between two stdout lines.
         checkpoint_interval: iterations between two saved checkpoints.
         skip_nonfinite: on a NaN or inf in a training step, skip that batch (counted in the
@@ -146,6 +153,9 @@ class TrainConfig:
     baseline_ridge: float = 1e-5
     seed: int = 0
     torch_threads: int = 0
+    sampler: str = "local"
+    ray_workers: int = 2
+    ray_address: str = ""
     log_interval: int = 10
     checkpoint_interval: int = 50
     video_interval: int = 0
@@ -176,6 +186,7 @@ class TrainConfig:
             "checkpoint_interval",
             "eval_tasks",
             "eval_episodes",
+            "ray_workers",
         ):
             _require(self, name, getattr(self, name) >= 1, ">= 1")
         for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk", "video_interval"):
@@ -203,6 +214,7 @@ class TrainConfig:
         _require(self, "physics", self.physics in _PHYSICS, _one_of(_PHYSICS))
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
         _require(self, "learner", self.learner in _LEARNERS, _one_of(_LEARNERS))
+        _require(self, "sampler", self.sampler in _SAMPLERS, _one_of(_SAMPLERS))
         _require(self, "prox_lambda", self.prox_lambda > 0, "> 0")
         _require(self, "prox_damping", self.prox_damping >= 0, ">= 0")
         self._check_combination()
@@ -255,6 +267,7 @@ _OUTERS = ("trpo", "adam", "sgd", "promp")
 _LEARNERS = ("maml", "fomaml", "reptile", "imaml", "pretrained")
 _PHYSICS = ("peers", "maml")
 _ESTIMATORS = ("maml", "lvc", "dice")
+_SAMPLERS = ("local", "ray")
 
 
 def _one_of(choices: tuple[str, ...]) -> str:

@@ -13,8 +13,9 @@ import os
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from metarl.adaptation import adapt_step, per_task
 from metarl.baselines import fit_linear_baseline
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import TrainConfig, load_config, resolve_threads, save_config
-from metarl.envs import make_task_vector_env
+from metarl.envs import Task, TaskVectorEnv, make_task_vector_env
 from metarl.episodes import (
     Episodes,
     StepBatch,
@@ -35,7 +36,7 @@ from metarl.episodes import (
     success_rate,
     to_step_batch,
 )
-from metarl.estimators import inner_loss_for
+from metarl.estimators import InnerLoss, inner_loss_for
 from metarl.graceful_stop import GracefulStop
 from metarl.guards import NonFiniteError, check_finite
 from metarl.imaml import imaml_gradient, proximal_adapt
@@ -56,8 +57,11 @@ from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.promp import promp_step
 from metarl.reptile import reptile_direction
 from metarl.resources import peak_rss_mb
-from metarl.rollout import rollout
+from metarl.rollout import draw_task_seeds, rollout
 from metarl.watchdog import rollout_deadline
+
+if TYPE_CHECKING:
+    from metarl.ray_sampler import RaySampler
 
 
 class TrainState(NamedTuple):
@@ -101,6 +105,58 @@ def success_metrics(support: Episodes, query: Episodes) -> dict[str, float]:
     return {key: rate for key, rate in rates.items() if rate is not None}
 
 
+class SampledEpisodes(NamedTuple):
+    """What one meta-iteration samples for some tasks (all, or a Ray worker's share)."""
+
+    supports: list[Episodes]  # the support episodes of every inner step
+    query: Episodes  # sampled with the adapted parameters
+    adapted: Params  # the per-task parameters that sampled the query episodes
+    # the supports with their advantages, as the adaptation used them; a Ray worker leaves them
+    # out (half the transfer) and the learner recomputes them from the episodes, identically
+    support_batches: list[StepBatch]
+
+
+def support_rollouts(config: TrainConfig) -> int:
+    """Support rollouts per meta-iteration; iMAML's inner steps all reuse one support batch."""
+    return 1 if config.learner == "imaml" else config.inner_steps
+
+
+def sample_episodes(
+    env: TaskVectorEnv, policy: GaussianMLPPolicy, inner_loss: InnerLoss, config: TrainConfig,
+    params: Params, tasks: Sequence[Task], seeds: Sequence[Sequence[int]],
+) -> SampledEpisodes:
+    """Support rollouts, the sampling-time adaptation and the query rollout of ``tasks``.
+
+    ``seeds[r]`` holds one seed per task for rollout ``r`` (the supports, then the query): every
+    task's episodes depend on its own seeds only, so sampling the tasks in shards, as the Ray
+    workers do, gives exactly the episodes of sampling them together. The pretrained baseline
+    does not adapt: all its rollouts use theta.
+    """
+    c = config
+    if len(seeds) != support_rollouts(c) + 1:
+        raise ValueError(f"got seeds for {len(seeds)} rollouts, need {support_rollouts(c) + 1}")
+    adapted = per_task(params, len(tasks))
+    supports: list[Episodes] = []
+    batches: list[StepBatch] = []
+    for s in range(support_rollouts(c)):
+        episodes = rollout(env, policy, adapted, tasks, c.episodes_per_task, c.horizon,
+                           task_seeds=seeds[s])
+        check_episodes(episodes, f"support step {s}")
+        supports.append(episodes)
+        if c.learner == "pretrained":
+            continue
+        batches.append(advantages_batch(episodes, c))
+        if c.learner == "imaml":
+            adapted = proximal_adapt(inner_loss, params, batches[-1], c.prox_lambda,
+                                     c.inner_lr, c.inner_steps).adapted
+        else:
+            adapted = adapt_step(inner_loss, adapted, batches[-1], c.inner_lr)
+    query = rollout(env, policy, adapted, tasks, c.episodes_per_task, c.horizon,
+                    task_seeds=seeds[-1])
+    check_episodes(query, "query")
+    return SampledEpisodes(supports, query, adapted, batches)
+
+
 class MetaLearner:
     """Holds what one run samples with: the vector environment, the policy and the RNGs."""
 
@@ -118,6 +174,22 @@ class MetaLearner:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.inner_loss = inner_loss_for(self.policy, config.estimator, config.episodes_per_task)
         self.outer_loss = surrogate_loss(self.policy)
+        self.ray: RaySampler | None = None  # last: nothing after it may fail and leak its actors
+        if config.sampler == "ray":
+            from metarl.ray_sampler import RaySampler
+
+            self.ray = RaySampler(config)
+
+    def close(self) -> None:
+        """Stop the Ray workers, if any (idempotent)."""
+        if self.ray is not None:
+            self.ray.close()
+
+    def __enter__(self) -> MetaLearner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def rng_state(self) -> dict[str, Any]:
         return {"numpy": self.task_rng.bit_generator.state,
@@ -145,48 +217,36 @@ class MetaLearner:
         """
         c = self.config
         tasks = self.env.sample_tasks(c.meta_batch_size, self.task_rng)
+        sampled = self._sample_episodes(params, tasks)
         if c.learner == "pretrained":
-            return self._sample_without_adaptation(params, tasks)
-        supports: list[StepBatch] = []
-        adapted = per_task(params, c.meta_batch_size)
-        steps = 0
-        support_return = 0.0
-        first_support: Episodes | None = None
-        # iMAML solves its proximal problem on one support batch; the others resample
-        for s in range(1 if c.learner == "imaml" else c.inner_steps):
-            episodes = self._rollout(adapted, tasks)
-            check_episodes(episodes, f"support step {s}")
-            if s == 0:
-                support_return = episode_returns(episodes).mean().item()
-                first_support = episodes
-            steps += episodes.num_steps
-            supports.append(advantages_batch(episodes, c))
-            if c.learner == "imaml":
-                adapted = proximal_adapt(self.inner_loss, params, supports[-1], c.prox_lambda,
-                                         c.inner_lr, c.inner_steps).adapted
-            else:
-                adapted = adapt_step(self.inner_loss, adapted, supports[-1], c.inner_lr)
-        query_episodes = self._rollout(adapted, tasks)
-        check_episodes(query_episodes, "query")
-        steps += query_episodes.num_steps
-        batch = MetaBatch(supports, self._query_batch(adapted, query_episodes))
+            return self._sample_without_adaptation(sampled)
+        supports = sampled.support_batches or [advantages_batch(e, c) for e in sampled.supports]
+        steps = sum(e.num_steps for e in sampled.supports) + sampled.query.num_steps
+        batch = MetaBatch(supports, self._query_batch(sampled.adapted, sampled.query))
         metrics = {
-            "support/return": support_return,
-            "query/return": episode_returns(query_episodes).mean().item(),
+            "support/return": episode_returns(sampled.supports[0]).mean().item(),
+            "query/return": episode_returns(sampled.query).mean().item(),
             "env/steps_per_iteration": float(steps),
+            **success_metrics(sampled.supports[0], sampled.query),
         }
-        assert first_support is not None
-        metrics.update(success_metrics(first_support, query_episodes))
         return batch, metrics
 
-    def _sample_without_adaptation(self, params: Params, tasks: list[Any]
+    def _sample_episodes(self, params: Params, tasks: list[Any]) -> SampledEpisodes:
+        """The meta-batch's episodes, sampled here or by the Ray workers: the same either way.
+        Each rollout takes one seed per task from the dynamics stream."""
+        c = self.config
+        seeds = [draw_task_seeds(self.dynamics_rng, len(tasks))
+                 for _ in range(support_rollouts(c) + 1)]
+        if self.ray is not None:
+            return self.ray.sample(params, tasks, seeds)
+        return sample_episodes(self.env, self.policy, self.inner_loss, c, params, tasks, seeds)
+
+    def _sample_without_adaptation(self, sampled: SampledEpisodes
                                    ) -> tuple[MetaBatch, dict[str, float]]:
         """The pretrained baseline's batch: as many episodes as MAML samples per iteration
         (every support step and the query), all with theta, pooled per task as one query."""
-        c = self.config
-        shared = per_task(params, c.meta_batch_size)
-        rollouts = [self._rollout(shared, tasks) for _ in range(c.inner_steps + 1)]
-        episodes = concat_episodes(rollouts, dim=2)
+        shared = sampled.adapted  # theta per task: the pretrained baseline does not adapt
+        episodes = concat_episodes([*sampled.supports, sampled.query], dim=2)
         check_episodes(episodes, "pretraining")
         mean_return = episode_returns(episodes).mean().item()
         metrics = {"support/return": mean_return, "query/return": mean_return,
@@ -201,14 +261,6 @@ class MetaLearner:
             old_mean, old_log_std = self.policy.distribution_params(params, query.observations)
             old_log_prob = gaussian_log_prob(old_mean, old_log_std, query.actions)
         return QueryBatch(query, old_mean, old_log_std, old_log_prob)
-
-    def _rollout(self, params: Params, tasks: list[Any]) -> Episodes:
-        c = self.config
-        seed = int(self.dynamics_rng.integers(2**31))
-        return rollout(
-            self.env, self.policy, params, tasks, c.episodes_per_task, c.horizon,
-            self.generator, seed,
-        )
 
     def update(self, state: TrainState, batch: MetaBatch) -> tuple[TrainState, dict[str, float]]:
         """The outer step on ``batch``: the state with new parameters (and optimiser state),
@@ -454,14 +506,19 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
     torch.set_num_threads(resolve_threads(config.torch_threads))
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
     checkpoints = run_dir / "checkpoints"
-    state = resume_state(config, run_dir, learner) if resume else learner.initial_state()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    try:
+        state = resume_state(config, run_dir, learner) if resume else learner.initial_state()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    except BaseException:
+        learner.close()  # Ray workers, if any, end with the run however it ends
+        raise
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     iteration_seconds: list[float] = []
     rng = learner.rng_state()  # the streams as of state.iteration, never mid-iteration
-    with (RunLogger(run_dir, config.iterations, progress, initial=state.iteration) as logger,
+    with (learner,  # stops the Ray workers, if any, last
+          RunLogger(run_dir, config.iterations, progress, initial=state.iteration) as logger,
           GracefulStop() as stop):  # Ctrl-C / SIGTERM: stop between iterations
         try:
             while state.iteration < config.iterations:
