@@ -331,7 +331,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         if not run_dir.is_dir():
             raise ConfigError(f"run directory {run_dir} exists and is not a directory")
         # a lone *.tmp is an atomic write that a kill cut short, before the run wrote anything
-        if any(not path.name.endswith(".tmp") for path in run_dir.iterdir()):
+        if any(not entry.name.endswith(".tmp") for entry in run_dir.iterdir()):
             raise ConfigError(
                 f"run directory {run_dir} already exists and is not empty; choose another --run-dir"
             )

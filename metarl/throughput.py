@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium
@@ -30,6 +31,7 @@ from metarl.config import TrainConfig, resolve_threads
 from metarl.envs import env_kwargs, make_task_vector_env
 from metarl.envs.base import usable_cores
 from metarl.trainer import build_policy
+from metarl.watchdog import deadline
 
 
 def _policy_fn(config: TrainConfig, obs_dim: int, act_dim: int) -> Callable[[np.ndarray],
@@ -55,6 +57,24 @@ def _steps_per_second(env: gymnasium.vector.VectorEnv, act: Callable[[np.ndarray
     for _ in range(horizon):
         obs = env.step(act(obs))[0]
     return float(env.num_envs * horizon / (time.perf_counter() - start))
+
+
+@contextmanager
+def _closing(env: gymnasium.vector.VectorEnv, seconds: float, name: str) -> Iterator[None]:
+    """Close ``env`` however the block ends, and bound the block by ``seconds`` (0: no limit).
+    After an error a worker process may be stuck mid-step, so it is terminated, not awaited."""
+    message = (f"the {name} throughput measurement stalled: no result after {seconds:g} s "
+               "(rollout_timeout_s)")
+    try:
+        with deadline(seconds, message):
+            yield
+    except BaseException:
+        if isinstance(env, gymnasium.vector.AsyncVectorEnv):
+            env.close(terminate=True)
+        else:
+            env.close()
+        raise
+    env.close()
 
 
 def _make_single(env_id: str, kwargs: dict[str, Any]) -> gymnasium.Env[Any, Any]:
@@ -94,14 +114,16 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
     batched.set_tasks([t for t in tasks for _ in range(config.episodes_per_task)])
     act = _policy_fn(config, batched.obs_dim, batched.act_dim)
 
-    rates = {"batched": _steps_per_second(batched, act, horizon)}
+    limit_s = config.rollout_timeout_s
+    with _closing(batched, limit_s, "batched"):
+        rates = {"batched": _steps_per_second(batched, act, horizon)}
     kwargs = env_kwargs(config.env_id, config.physics)
     sync = gymnasium.vector.SyncVectorEnv(
         [lambda: gymnasium.make(config.env_id, **kwargs) for _ in range(num_envs)]
     )
-    sync.call("set_task", tasks[0])
-    rates["sync"] = _steps_per_second(sync, act, horizon)
-    sync.close()
+    with _closing(sync, limit_s, "sync"):
+        sync.call("set_task", tasks[0])
+        rates["sync"] = _steps_per_second(sync, act, horizon)
     del sync
     # spawn, not fork: a forked child inherits the parent's MuJoCo arenas (~15 MB reserved per
     # Ant copy), and with hundreds of copies made above the fork failed with ENOMEM here
@@ -109,9 +131,9 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
         [functools.partial(_make_single, config.env_id, kwargs) for _ in range(async_envs)],
         context="spawn",
     )
-    asynchronous.call("set_task", tasks[0])
-    rates["async"] = _steps_per_second(asynchronous, act, horizon)
-    asynchronous.close()
+    with _closing(asynchronous, limit_s, "async"):
+        asynchronous.call("set_task", tasks[0])
+        rates["async"] = _steps_per_second(asynchronous, act, horizon)
     cores = usable_cores()
     limit = physics_limit(config.env_id, config.physics, cores)
     result: dict[str, Any] = {

@@ -22,7 +22,7 @@ import torch
 
 from metarl.adaptation import adapt_step, per_task
 from metarl.baselines import fit_linear_baseline
-from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.checkpoint import check_params, load_checkpoint, save_checkpoint
 from metarl.config import TrainConfig, load_config, resolve_threads, save_config
 from metarl.envs import Task, TaskVectorEnv, make_task_vector_env
 from metarl.episodes import (
@@ -447,6 +447,7 @@ def resume_state(config: TrainConfig, run_dir: Path, learner: MetaLearner) -> Tr
     if last.exists():
         payload = load_checkpoint(last)
         check_resumable(config, payload)
+        check_params(last, payload["params"], learner.policy.initial_params())
         state = restore_state(payload)
         learner.set_rng_state(payload["rng"])
     else:
