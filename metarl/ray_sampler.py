@@ -51,6 +51,7 @@ from metarl.episodes import Episodes
 from metarl.estimators import inner_loss_for
 from metarl.linalg import Params
 from metarl.trainer import SampledEpisodes, build_policy, sample_episodes
+from metarl.watchdog import deadline
 
 __all__ = ["RaySampler", "RayWorkerError", "ShardSampler", "shard_bounds"]
 
@@ -58,6 +59,8 @@ __all__ = ["RaySampler", "RayWorkerError", "ShardSampler", "shard_bounds"]
 MAX_SHARD_ATTEMPTS = 4
 # Seconds the actors may take to start: a cluster with too few free CPUs never starts them.
 ACTOR_START_TIMEOUT_S = 300.0
+# Seconds to join a Ray cluster: ray.init retries an unreachable address without end.
+RAY_CONNECT_TIMEOUT_S = 120.0
 # CPUs (and so torch and simulator threads) of one actor.
 CPUS_PER_WORKER = 1
 
@@ -177,9 +180,13 @@ class RaySampler:
         address = self.config.ray_address or None
         # a local Ray gets at least a CPU per worker, or the surplus workers would never start
         cpus = None if address else max(os.cpu_count() or 1, self.config.ray_workers)
+        unreachable = (f"could not reach the Ray cluster at ray_address {address!r} within "
+                       f"{RAY_CONNECT_TIMEOUT_S:g} s; is `ray start --head` running there, and "
+                       "is the address host:port (e.g. 10.0.0.5:6379)?")
         try:
-            self._ray.init(address=address, num_cpus=cpus, include_dashboard=False,
-                           log_to_driver=False, logging_level=logging.WARNING)
+            with deadline(RAY_CONNECT_TIMEOUT_S if address else 0.0, unreachable, grace_s=10.0):
+                self._ray.init(address=address, num_cpus=cpus, include_dashboard=False,
+                               log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as err:
             where = address or "a local Ray"
             raise RayWorkerError(f"cannot start or join Ray at {where}: "

@@ -490,7 +490,9 @@ def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -
 # Fields a resumed run may change: they affect neither the maths nor the random streams.
 RESUMABLE_CHANGES = frozenset({"iterations", "log_interval", "checkpoint_interval",
                                "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
-                               "rollout_timeout_s"})
+                               "rollout_timeout_s",
+                               # either sampler gives the same episodes: a run may move to Ray
+                               "sampler", "ray_workers", "ray_address"})
 
 
 def train(config: TrainConfig, run_dir: Path, progress: bool = True,
