@@ -53,22 +53,23 @@ def adaptation_kind(config: FewShotConfig) -> str:
 
 def adaptation_scores(config: FewShotConfig, problem: Problem, params: Params, role: Role,
                       tasks: int, steps: int, generator: torch.Generator,
-                      progress: bool = False) -> Tensor:
+                      progress: bool = False, final_only: bool = False) -> Tensor:
     """Per-task query scores ``[steps + 1, tasks]`` after 0..``steps`` inner steps (``[1,
     tasks]`` for ProtoNets) on ``tasks`` tasks of ``role`` drawn from ``generator``, a chunk
-    of tasks at a time."""
+    of tasks at a time. With ``final_only`` only the score after ``steps`` steps is computed
+    (``[1, tasks]``): scoring the queries costs more than a step on the support set."""
     theta = {k: v.detach() for k, v in params.items()}
     parts = []
     chunks = range(0, tasks, problem.eval_chunk)
     with torch.no_grad():  # torch.func.grad inside still differentiates; nothing keeps a graph
         for start in tqdm(chunks, desc="evaluate", unit="chunk", disable=not progress):
             batch = problem.sample(role, min(problem.eval_chunk, tasks - start), generator)
-            parts.append(_chunk_scores(config, problem, theta, batch, steps))
+            parts.append(_chunk_scores(config, problem, theta, batch, steps, final_only))
     return torch.cat(parts, dim=1)
 
 
 def _chunk_scores(config: FewShotConfig, problem: Problem, theta: Params, batch: Any,
-                  steps: int) -> Tensor:
+                  steps: int, final_only: bool) -> Tensor:
     if config.learner == "protonet":
         logits = protonet_logits(theta, batch, config.ways, cast(Pool, config.pool))
         hits: Tensor = logits.argmax(-1) == batch.query_y
@@ -78,8 +79,8 @@ def _chunk_scores(config: FewShotConfig, problem: Problem, theta: Params, batch:
     adapted = start
     kind = adaptation_kind(config)
     adam = adam_init(adapted) if kind == "adam" else None
-    scores = [problem.score(adapted, batch)]
-    for _ in range(steps):
+    scores = [] if final_only and steps else [problem.score(adapted, batch)]
+    for step in range(steps):
         if kind == "sgd":
             adapted = adapt_step(problem.support_loss, adapted, batch, config.inner_lr)
         else:
@@ -92,7 +93,8 @@ def _chunk_scores(config: FewShotConfig, problem: Problem, theta: Params, batch:
                 assert adam is not None
                 adapted, adam = adam_step(adapted, grads, adam, config.inner_lr,
                                           REPTILE_ADAM_BETAS)
-        scores.append(problem.score(adapted, batch))
+        if not final_only or step == steps - 1:
+            scores.append(problem.score(adapted, batch))
     return torch.stack(scores)
 
 

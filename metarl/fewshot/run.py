@@ -62,7 +62,7 @@ def validation_score(config: FewShotConfig, problem: Problem,
     tasks (the same tasks at every validation of the run)."""
     steps = 0 if config.learner == "protonet" else config.eval_steps
     scores = adaptation_scores(config, problem, params, "val", config.val_tasks, steps,
-                               task_generator(config.seed, "val"))[-1]
+                               task_generator(config.seed, "val"), final_only=True)[-1]
     return float(scores.mean()), ci95(scores)
 
 
@@ -138,6 +138,7 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     seconds: list[float] = []
+    cpu_seconds: list[float] = []
     out_of_time = False
 
     def elapsed() -> float:
@@ -159,10 +160,14 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
                            ) as logger:
             try:
                 while state.iteration < config.iterations:
-                    began = time.perf_counter()
+                    began, cpu_began = time.perf_counter(), time.process_time()
                     state, metrics = training_step(config, problem, state, generator)
                     metrics["time/iteration_s"] = time.perf_counter() - began
+                    # CPU seconds of this process: on a machine shared with other work, the
+                    # time an iteration would take on free cores (with one torch thread).
+                    metrics["time/iteration_cpu_s"] = time.process_time() - cpu_began
                     seconds.append(metrics["time/iteration_s"])
+                    cpu_seconds.append(metrics["time/iteration_cpu_s"])
                     i = state.iteration
                     out_of_time = 0 < config.max_minutes * 60 <= elapsed()
                     due = config.val_interval and (i % config.val_interval == 0
@@ -198,6 +203,8 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
         "minutes": (time.perf_counter() - started) / 60,
         "train_minutes_total": elapsed() / 60,
         "seconds_per_iteration_median": statistics.median(seconds) if seconds else None,
+        "cpu_seconds_per_iteration_median": (statistics.median(cpu_seconds) if cpu_seconds
+                                             else None),
         "peak_memory_mb": peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
         "stopped_by_time_budget": out_of_time and state.iteration < config.iterations,
