@@ -51,16 +51,17 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``reference_run(*argv)``: the folder of an uninterrupted ``metarl train navigation2d
-    *argv`` run, trained once per session for each distinct ``argv``."""
+    """``reference_run(*argv, config="navigation2d")``: the folder of an uninterrupted ``metarl
+    train CONFIG *argv`` run, trained once per session for each distinct command."""
     runs: dict[tuple[str, ...], Path] = {}
 
-    def run(*argv: str) -> Path:
-        if argv not in runs:
+    def run(*argv: str, config: str = "navigation2d") -> Path:
+        key = (config, *argv)
+        if key not in runs:
             folder = tmp_path_factory.mktemp("reference") / "run"
-            assert main(["train", "navigation2d", "--run-dir", str(folder), *argv]) == 0
-            runs[argv] = folder
-        return runs[argv]
+            assert main(["train", config, "--run-dir", str(folder), *argv]) == 0
+            runs[key] = folder
+        return runs[key]
 
     return run
 
@@ -83,12 +84,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def final_state(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The last checkpoint and the metrics (timings dropped) of a run; the checkpoint's config
-    without the fields a resume may change (logging intervals, time limits)."""
+    """The last checkpoint and the metrics of a run, without what is measured time rather than
+    computed (timings), and the checkpoint's config without the fields a resume may change
+    (logging intervals, time limits)."""
     payload = load_checkpoint(run / "checkpoints" / "last.pt")
     payload["config"] = {k: v for k, v in payload["config"].items()
                          if k not in RESUMABLE_CHANGES}
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    payload.pop("train_seconds", None)  # a few-shot run's measured time (its budget), no maths
+    metrics = run / "metrics.jsonl"  # absent when nothing trains (the scratch baseline)
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] \
+        if metrics.exists() else []
     return payload, [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 

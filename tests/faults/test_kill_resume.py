@@ -100,3 +100,16 @@ def test_resuming_a_run_killed_before_its_first_checkpoint_starts_it_over(
     shutil.rmtree(run / "checkpoints")  # as if killed after logging, before the first save
     assert cli("train", "--resume", str(run), "--no-progress")[0] == 0
     helpers.assert_same_run(whole, run)
+
+
+def test_a_run_dir_holding_only_a_cut_short_temporary_file_takes_a_new_run(
+    cli: Any, tmp_path: Path, tiny: list[str]
+) -> None:
+    """kill -9 while the first file, config.yaml, was being written leaves config.yaml.tmp."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml.tmp").write_text("env_id: metarl/Navi")
+    assert cli("train", "navigation2d", "--run-dir", str(run), *tiny, "--iterations", "1")[0] == 0
+    (run / "notes.txt").write_text("mine")
+    code, err = cli("train", "navigation2d", "--run-dir", str(run), *tiny, "--iterations", "1")
+    assert code == 1 and "already exists and is not empty" in err

@@ -50,11 +50,14 @@ def test_async_workers_are_ended_on_an_error_or_a_stall(
 ) -> None:
     closed = _fail_on_async(monkeypatch, fault)
     start = time.monotonic()
-    with pytest.raises(error):
+    with pytest.raises(error) as raised:
         metarl.throughput.run_throughput(CONFIG, async_envs=1)
     assert time.monotonic() - start < 60
-    assert closed == [{"terminate": True}]
+    # ``raised`` keeps the traceback, hence the environment, alive: its worker must be gone
+    # because the benchmark ended it, not because the garbage collector did
     deadline = time.monotonic() + 10
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert multiprocessing.active_children() == []
+    assert closed == [{"terminate": True}]
+    assert raised.traceback

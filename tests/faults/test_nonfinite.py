@@ -89,12 +89,14 @@ INJECTIONS = {
     "nan parameters": (lambda m: _poison_update(m, np.nan), "the updated parameters"),
     "inf parameters": (lambda m: _poison_update(m, np.inf), "the updated parameters"),
 }
-# (outer, learner): promp computes its own gradients, so only its parameters are checked
-CASES = [(name, outer, learner)
-         for outer, learner in [("trpo", "maml"), ("adam", "maml"), ("promp", "maml"),
-                                ("sgd", "reptile")]
-         for name in INJECTIONS
-         if not (outer == "promp" and "meta-" in name)]
+# Every injection with TRPO; with the other outer steps, one per stage of the iteration (the
+# sampled episodes, the learner's gradient, the new parameters). ProMP computes its gradients
+# inside its proximal steps, so only its parameters are checked.
+CASES = [(name, "trpo", "maml") for name in INJECTIONS] + [
+    (name, outer, learner)
+    for outer, learner in [("adam", "maml"), ("promp", "maml"), ("sgd", "reptile")]
+    for name in ("inf query reward", "nan meta-gradient", "nan parameters")
+    if not (outer == "promp" and "meta-" in name)]
 
 
 @pytest.mark.parametrize(("injection", "outer", "learner"), CASES)
