@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,6 +122,7 @@ class ShardSampler:
         self.config = config
         self.threads = threads
         self._envs: dict[int, TaskVectorEnv] = {}
+        self.last_sample_s = 0.0  # seconds the last ``sample`` took here, without transfers
         probe = self._env(1)
         self.policy = build_policy(config, probe.obs_dim, probe.act_dim)
         self.inner_loss = inner_loss_for(self.policy, config.estimator, config.episodes_per_task)
@@ -129,13 +131,18 @@ class ShardSampler:
         """The actor's process id, once it is constructed."""
         return os.getpid()
 
+    def seconds_of_last_sample(self) -> float:
+        return self.last_sample_s
+
     def sample(self, params: Params, tasks: Sequence[Task], seeds: Sequence[Sequence[int]]
                ) -> SampledEpisodes:
         """``sample_episodes`` on ``tasks`` (``seeds[r]``: one per task for rollout ``r``),
         without the support advantages, which the learner recomputes (half the transfer)."""
+        start = time.perf_counter()
         env = self._env(len(tasks))
         sampled = sample_episodes(env, self.policy, self.inner_loss, self.config, params, tasks,
                                   seeds)
+        self.last_sample_s = time.perf_counter() - start
         return sampled._replace(support_batches=[])
 
     def _env(self, tasks: int) -> TaskVectorEnv:
