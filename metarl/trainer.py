@@ -555,6 +555,8 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
         "final_support_return": metrics.get("support/return"),
         "final_query_return": metrics.get("query/return"),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tmp = run_dir / "summary.json.tmp"  # atomic, like every file a run writes
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_dir / "summary.json")
     plot_training_curves(run_dir / "curves.png", run_dir / "metrics.jsonl")
     return summary
