@@ -5,8 +5,9 @@ parameters (goal position, target velocity or direction) as part of its observat
 no adaptation: it is the upper reference line of the comparison. Here it is SB3's PPO
 (Schulman et al. 2017, arXiv:1707.06347) with its default hyperparameters on the registered
 gymnasium environment wrapped in ``TaskObservation``: a new task drawn from the distribution at
-every reset and its numeric parameters appended to the observation. Evaluation samples its
-(stochastic) actions on the same held-out tasks, seeds and horizon as ``metarl.evaluation``.
+every reset and its numeric parameters appended to the observation, actions rescaled to
+[-1, 1]. Evaluation uses the same held-out tasks, seeds and horizon as ``metarl.evaluation``,
+with the oracle's mean actions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import gymnasium
 import numpy as np
 
 from metarl.config import TrainConfig
-from metarl.envs import env_kwargs, make_task_vector_env
+from metarl.envs import env_kwargs, make_task_vector_env, sample_held_out_tasks
 from metarl.envs.task_observation import (
     TaskObservation,
     numeric_parameter_names,
@@ -67,6 +68,9 @@ def train_oracle(config: TrainConfig, out_dir: Path, timesteps: int | None = Non
         def build() -> gymnasium.Env[np.ndarray, np.ndarray]:
             env = gymnasium.make(config.env_id, max_episode_steps=config.horizon,
                                  **env_kwargs(config.env_id, config.physics))
+            # PPO's Gaussian starts at std 1: on 2D navigation's [-0.1, 0.1] actions nearly every
+            # sample would be clipped, so PPO acts in [-1, 1] (SB3's advice for Box actions)
+            env = gymnasium.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
             return TaskObservation(env, resample=True, seed=config.seed * PPO_ENVS + index)
         return build
 
@@ -81,11 +85,14 @@ def train_oracle(config: TrainConfig, out_dir: Path, timesteps: int | None = Non
 
 
 def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
-                    seed: int) -> np.ndarray:
+                    seed: int, deterministic: bool = True) -> np.ndarray:
     """Mean return per held-out task (``[tasks]``), on the tasks and reset seed that
-    ``metarl.evaluation.evaluate_adaptation`` uses for its step 0."""
+    ``metarl.evaluation.evaluate_adaptation`` uses for its step 0. The oracle acts with its
+    mean action by default: it is the upper reference, not a policy still exploring."""
     env = make_task_vector_env(config.env_id, tasks * episodes, config.physics)
-    held_out = env.sample_tasks(tasks, np.random.default_rng(seed))
+    low, high = env.single_action_space.low, env.single_action_space.high  # type: ignore[attr-defined]
+    scale = (high - low) / 2.0  # PPO's [-1, 1] back to the env's bounds
+    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     env.set_tasks([task for task in held_out for _ in range(episodes)])
     names = numeric_parameter_names(held_out[0])
     features = np.repeat(np.stack([task_features(t, names) for t in held_out]), episodes,
@@ -95,8 +102,8 @@ def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
     alive = np.ones(tasks * episodes, dtype=bool)
     for _ in range(config.horizon):
         revealed = np.concatenate([np.asarray(obs, np.float32), features], axis=1)
-        actions, _ = model.predict(revealed, deterministic=False)
-        obs, reward, terminated, truncated, _ = env.step(np.asarray(actions))
+        actions, _ = model.predict(revealed, deterministic=deterministic)
+        obs, reward, terminated, truncated, _ = env.step(low + (np.asarray(actions) + 1.0) * scale)
         totals += np.where(alive, reward, 0.0)
         alive &= ~(np.asarray(terminated) | np.asarray(truncated))
         if not alive.any():
