@@ -1,10 +1,11 @@
 """kill -9 at random moments: every interrupted run resumes to exactly the uninterrupted run.
 
-Each seed kills one training process after a random delay, resumes it (or, when the kill came
+Each seed kills one training process at a random moment, resumes it (or, when the kill came
 before any file was written, starts it again), kills the resumed process, and so on, then lets it
 finish; the last checkpoint (parameters, optimiser state, random streams, counters) and the
-metrics must equal those of a run never interrupted. The delays span the whole run, so kills
-land in start-up, sampling, the outer step, metric logging and checkpoint writes alike.
+metrics must equal those of a run never interrupted. The moments are drawn over the iterations
+and within them, so kills land in start-up, sampling, the outer step, metric logging and
+checkpoint writes alike.
 """
 
 from __future__ import annotations
@@ -41,6 +42,26 @@ def uninterrupted(zygote: Any, tmp_path_factory: pytest.TempPathFactory,
     return folder / "run", time.monotonic() - start
 
 
+def _checkpointed(run: Path) -> int:
+    last = run / "checkpoints" / "last.pt"
+    return load_checkpoint(last)["iteration"] if last.is_file() else 0
+
+
+def _wait_for_a_random_moment(zygote: Any, run: Path, rng: random.Random,
+                              per_iteration: float) -> int | None:
+    """Let the child run to a random iteration ahead of its checkpoint, then for a random part
+    of the next iteration's time: None, or its exit code if it ended first. Progress, not the
+    clock alone, picks the moment, so that a busy machine cannot push every kill past the end."""
+    start = _checkpointed(run)
+    target = rng.randint(start, max(start, min(start + 2, ITERATIONS - 2)))  # 0-2 iterations on
+    while _checkpointed(run) < target:
+        code = zygote.wait(0.005)
+        if code is not None:
+            return int(code)
+    code = zygote.wait(rng.uniform(0.0, 1.5 * per_iteration))
+    return None if code is None else int(code)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_kill_9_at_random_moments_then_resume_ends_exactly_like_an_uninterrupted_run(
     zygote: Any, uninterrupted: tuple[Path, float], tmp_path: Path, tiny: list[str],
@@ -58,8 +79,7 @@ def test_kill_9_at_random_moments_then_resume_ends_exactly_like_an_uninterrupted
             code = zygote.wait(120)
             assert code == 0, log.read_text()
             break
-        # at most 0.7 of a whole run, so that the first, whole run is always killed
-        code = zygote.wait(rng.uniform(0.0, 0.7 * duration))
+        code = _wait_for_a_random_moment(zygote, run, rng, duration / ITERATIONS)
         if code is None:
             zygote.kill()
             code = zygote.wait(60)
