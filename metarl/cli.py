@@ -250,8 +250,19 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         help="PPO environment steps of the oracle (default: metarl.oracle's per-family budget)",
     )
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    search = commands.add_parser(
+        "search",
+        help="search a few-shot network's cell (Auto-Meta)",
+        description="Progressive cell search for a Reptile-trained Omniglot network (Auto-Meta); "
+        "writes results.json/.csv, rounds.json and best_cell.txt. Resumes a killed search in OUT.",
+        allow_abbrev=False,
+    )
+    search.add_argument("config", metavar="CONFIG", help="search YAML file or preset name")
+    search.add_argument("--out", type=Path, help="output folder (default: runs/<config>)")
+    search.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video,
-                    "compare": compare}
+                    "compare": compare, "search": search}
 
 
 def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -464,12 +475,26 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from metarl.autometa.config import load_search_config
+    from metarl.autometa.search import format_results, run_search
+
+    path = resolve_config_path(args.config)
+    config = load_search_config(path)
+    out: Path = args.out or Path("runs") / path.stem
+    summary = run_search(config, out, progress=not args.no_progress)
+    print(format_results(summary, json.loads((out / "results.json").read_text())))
+    print(f"results: {out / 'results.csv'}")
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "train": _train,
     "eval": _eval,
     "bench": _bench,
     "video": _video,
     "compare": _compare,
+    "search": _search,
 }
 
 

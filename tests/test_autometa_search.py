@@ -101,3 +101,25 @@ def test_config_round_trips_through_yaml(tmp_path):
     save_search_config(config, tmp_path / "c.yaml")
     assert load_search_config(tmp_path / "c.yaml") == config
     assert config.operators == ("sep3", "id") and OPERATORS[0] == "sep3"
+
+
+def test_cli_smoke_search_end_to_end(tmp_path, capsys):
+    from metarl.cli import main
+
+    out = tmp_path / "search"
+    assert main(["search", "experiments/autometa_smoke.yaml", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    records = json.loads((out / "results.json").read_text())
+    assert len(records) == 6 and "best cell:" in printed and "round 2: surrogate" in printed
+    for name in ("results.csv", "rounds.json", "best_cell.txt", "summary.json", "config.yaml"):
+        assert (out / name).is_file()
+    # a second call resumes: nothing left to train, same table
+    assert main(["search", "experiments/autometa_smoke.yaml", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text()) == records
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("top_k: 0\n")
+    assert main(["search", str(bad), "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("metarl: error: top_k must be >= 1") and error.count("\n") == 1
