@@ -26,6 +26,7 @@ run's.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -78,18 +79,46 @@ def reptile_trainer(config: SearchConfig, data: OmniglotData) -> Trainer:
 
     def train(cell: Cell) -> Scored:
         began, cpu_began = time.perf_counter(), time.process_time()
-        problem = CellProblem(fewshot, data, cell, config.layout)
-        state = initial_state(fewshot, problem.initial_params())
-        generator = task_generator(fewshot.seed, "train")
-        while state.iteration < fewshot.iterations:
-            state, _ = training_step(fewshot, problem, state, generator)
-        scores = adaptation_scores(fewshot, problem, state.params, "val", fewshot.val_tasks,
+        problem, params = meta_train(config, data, cell)
+        scores = adaptation_scores(fewshot, problem, params, "val", fewshot.val_tasks,
                                    fewshot.eval_steps, task_generator(fewshot.seed, "val"),
                                    final_only=True)[-1]
-        return Scored(float(scores.mean()), ci95(scores), parameter_count(state.params),
+        return Scored(float(scores.mean()), ci95(scores), parameter_count(params),
                       time.perf_counter() - began, time.process_time() - cpu_began)
 
     return train
+
+
+def meta_train(config: SearchConfig, data: OmniglotData, cell: Cell
+               ) -> tuple[CellProblem, dict[str, torch.Tensor]]:
+    """Reptile on the network of ``cell`` for ``config.iterations`` steps (the few-shot suite's
+    ``training_step``); the problem and the meta-parameters."""
+    fewshot = config.fewshot_config()
+    problem = CellProblem(fewshot, data, cell, config.layout)
+    state = initial_state(fewshot, problem.initial_params())
+    generator = task_generator(fewshot.seed, "train")
+    while state.iteration < fewshot.iterations:
+        state, _ = training_step(fewshot, problem, state, generator)
+    return problem, state.params
+
+
+def held_out_accuracy(config: SearchConfig, cell: Cell, iterations: int, tasks: int = 600,
+              steps: int = 50, queries: int = 15, seed: int = 1000) -> dict[str, Any]:
+    """Retrain ``cell`` with Reptile for ``iterations`` steps and score it on ``tasks`` meta-test
+    tasks as ``metarl eval`` scores a few-shot run (tasks from ``task_generator(seed, "test")``,
+    ``steps`` inner steps, ``queries`` queries per class), for a comparison with the 4-block
+    network trained by ``metarl train`` with the same Reptile settings."""
+    config = dataclasses.replace(config, iterations=iterations, eval_steps=steps,
+                                 eval_queries=queries)
+    torch.set_num_threads(resolve_threads(config.torch_threads))
+    began = time.perf_counter()
+    problem, params = meta_train(config, load_data(config), cell)
+    scores = adaptation_scores(config.fewshot_config(), problem, params, "test", tasks, steps,
+                               task_generator(seed, "test"), final_only=True)[-1]
+    return {"cell": format_cell(cell), "iterations": iterations, "tasks": tasks,
+            "steps": steps, "accuracy": float(scores.mean()), "ci95": ci95(scores),
+            "parameters": parameter_count(params),
+            "minutes": (time.perf_counter() - began) / 60}
 
 
 def _write_atomic(path: Path, text: str) -> None:
