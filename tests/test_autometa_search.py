@@ -139,3 +139,10 @@ def test_real_reptile_trainer_and_held_out_test_on_synthetic_characters():
     result = held_out_accuracy(config, cell, iterations=2, tasks=6, steps=1, queries=2)
     assert result["parameters"] == scored.parameters and result["tasks"] == 6
     assert 0 <= result["accuracy"] <= 1
+
+
+def test_presets_load():
+    cpu = load_search_config("experiments/autometa_cpu.yaml")
+    assert planned_candidates(cpu) == 16 + 2 * 8 and cpu.synthetic_characters == 0
+    smoke = load_search_config("experiments/autometa_smoke.yaml")
+    assert planned_candidates(smoke) == 4 + 2 and smoke.synthetic_characters > 0
