@@ -67,6 +67,7 @@ def test_killed_search_resumes_to_the_same_results(tmp_path):
             run_search(CONFIG, broken, FakeTrainer(fail_after), progress=False)
     kept = [json.loads(line) for line in (broken / "results.jsonl").read_text().splitlines()]
     assert len(kept) == 14  # 5 + 9 candidates finished, each kept once
+    (broken / "results.jsonl.tmp").write_text('{"round": 1, "cel')  # a write cut by kill -9
     resumed = FakeTrainer()
     run_search(CONFIG, broken, resumed, progress=False)
     assert resumed.calls == len(expected) - 14  # nothing finished is trained again
