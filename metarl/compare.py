@@ -24,13 +24,11 @@ from typing import Any
 
 import torch
 
-from metarl.checkpoint import load_checkpoint
 from metarl.config import TrainConfig, load_config, resolve_threads
-from metarl.envs import make_task_vector_env
 from metarl.evaluation import evaluate_adaptation, summarize
 from metarl.linalg import Params
 from metarl.plots import plot_returns_vs_steps
-from metarl.trainer import build_policy, train
+from metarl.trainer import initial_params, load_params, train
 
 BASELINES = ("pretrained", "random", "oracle")
 
@@ -71,15 +69,7 @@ def pretrained_params(config: TrainConfig, run_dir: Path, iterations: int | None
     elif load_config(run_dir / "config.yaml") != baseline:
         raise ValueError(f"{run_dir} holds a pretrained baseline of another config; remove it "
                          "to retrain")
-    params: Params = load_checkpoint(run_dir / "checkpoints" / "best.pt")["params"]
-    return params
-
-
-def initial_params(config: TrainConfig) -> Params:
-    """The parameters a run of ``config`` starts from (``MetaLearner`` seeds torch the same)."""
-    env = make_task_vector_env(config.env_id, 1, config.physics)
-    torch.manual_seed(config.seed)
-    return build_policy(config, env.obs_dim, env.act_dim).initial_params()
+    return load_params(run_dir / "checkpoints" / "best.pt", baseline)[0]
 
 
 def compare_run(
@@ -118,8 +108,8 @@ def compare_run(
         mean, ci95 = summarize(outcome["returns"])
         return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95}
 
-    payload = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    results = {method_name(config): evaluated(payload["params"])}
+    params, _ = load_params(run_dir / "checkpoints" / "best.pt", config)
+    results = {method_name(config): evaluated(params)}
     for name in baselines:
         if name == "pretrained":
             params = pretrained_params(config, run_dir / "baselines" / "pretrained",

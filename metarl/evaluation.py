@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from metarl.adaptation import adapt_step, per_task
-from metarl.checkpoint import load_checkpoint
 from metarl.confidence import ci95
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.envs import make_task_vector_env, sample_held_out_tasks
@@ -29,7 +28,7 @@ from metarl.episodes import episode_returns, episode_success
 from metarl.estimators import reinforce_loss
 from metarl.linalg import Params
 from metarl.rollout import rollout
-from metarl.trainer import advantages_batch, build_policy
+from metarl.trainer import advantages_batch, build_policy, load_params
 
 CHECKPOINTS = ("best", "last")
 PLOTTED_TASKS = 4
@@ -117,9 +116,9 @@ def evaluate_run(
                              ("seed", seed, 0)):
         if value < low:
             raise ValueError(f"--{name} must be >= {low}, got {value}")
-    payload = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    params, payload = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)
     torch.set_num_threads(resolve_threads(config.torch_threads))
-    outcome = evaluate_adaptation(config, payload["params"], tasks, steps, episodes, seed, progress)
+    outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
     mean, ci95 = summarize(outcome["returns"])
     result: dict[str, Any] = {
         "metric": "return",

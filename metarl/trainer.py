@@ -80,6 +80,22 @@ def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> GaussianMLP
     )
 
 
+def initial_params(config: TrainConfig) -> Params:
+    """The parameters a run of ``config`` starts from (``MetaLearner`` seeds torch the same):
+    the random-initialisation baseline, and the names and shapes a checkpoint must have."""
+    env = make_task_vector_env(config.env_id, 1, config.physics)
+    torch.manual_seed(config.seed)
+    return build_policy(config, env.obs_dim, env.act_dim).initial_params()
+
+
+def load_params(path: Path, config: TrainConfig) -> tuple[Params, dict[str, Any]]:
+    """A checkpoint's parameters, checked against ``config``'s policy (one-line error if they
+    do not fit), and the whole payload."""
+    payload = load_checkpoint(path)
+    check_params(path, payload["params"], initial_params(config))
+    return payload["params"], payload
+
+
 def check_episodes(episodes: Episodes, where: str) -> None:
     check_finite(f"the {where} observations", episodes.observations)
     check_finite(f"the {where} rewards", episodes.rewards)

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarl.checkpoint import load_checkpoint
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.envs.base import Task
 from metarl.evaluation import CHECKPOINTS, evaluate_adaptation
 from metarl.linalg import Params
 from metarl.policies import GaussianMLPPolicy
+from metarl.trainer import load_params
 
 __all__ = [
     "CAPTION_HEIGHT",
@@ -521,7 +521,7 @@ def record_video(
     probe.close()
 
     if params is None:
-        params = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")["params"]
+        params = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)[0]
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed)
     frames = render_adaptation(

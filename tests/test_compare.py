@@ -90,3 +90,20 @@ def test_compare_rejects_bad_input_on_one_line(tmp_path: Path,
     assert main(["compare", str(run), "--baselines", "expert"]) == 1
     err = capsys.readouterr().err
     assert "unknown baseline 'expert'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_checkpoint_of_another_policy_is_refused_on_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from metarl.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    best = run / "checkpoints" / "best.pt"
+    payload = load_checkpoint(best)
+    save_checkpoint(best, {**payload, "params": {"w": torch.zeros(3)}})
+    capsys.readouterr()
+    for command in (["eval", str(run), "--no-progress"],
+                    ["compare", str(run), "--baselines", "random", "--no-progress"]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert "holds parameters ['w']" in err and len(err.strip().splitlines()) == 1
