@@ -145,6 +145,11 @@ class LocomotionVectorEnv(TaskVectorEnv):
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self._observe(qpos, qvel, contacts), rewards, done, truncated, {}
 
+    def close(self, **kwargs: Any) -> None:
+        """Stop the simulator's thread pool (idempotent)."""
+        self._rollout.close()
+        super().close(**kwargs)
+
     def _observe(self, qpos: np.ndarray, qvel: np.ndarray,
                  contacts: np.ndarray | None) -> np.ndarray:
         return observation(self.family, qpos, qvel, contacts)

@@ -197,9 +197,10 @@ class MetaLearner:
             self.ray = RaySampler(config)
 
     def close(self) -> None:
-        """Stop the Ray workers, if any (idempotent)."""
+        """Stop the Ray workers, if any, and the simulator's threads (idempotent)."""
         if self.ray is not None:
             self.ray.close()
+        self.env.close()
 
     def __enter__(self) -> MetaLearner:
         return self

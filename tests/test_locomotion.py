@@ -213,3 +213,15 @@ def test_locomotion_envs_reject_bad_actions() -> None:
     vector.reset(seed=0)
     with pytest.raises(ValueError, match="non-finite"):
         vector.step(np.full((2, 8), np.inf))
+
+
+def test_closing_stops_the_simulator_threads_once_and_for_all() -> None:
+    from metarl.config import TrainConfig
+    from metarl.trainer import MetaLearner
+
+    learner = MetaLearner(TrainConfig(env_id="metarl/HalfCheetahVel-v0", meta_batch_size=2,
+                                      episodes_per_task=1, horizon=3, torch_threads=1))
+    learner.close()
+    learner.close()  # idempotent
+    with pytest.raises(RuntimeError, match="thread pool shutdown"):
+        learner.env.step(np.zeros((2, 6)))
