@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from metarl.cli import main
-from metarl.compare import initial_params, parse_baselines, pretrained_config
+from metarl.compare import parse_baselines, pretrained_config
 from metarl.config import TrainConfig
 from metarl.envs import make_task_vector_env
 from metarl.oracle import evaluate_oracle
-from metarl.trainer import MetaLearner
+from metarl.trainer import MetaLearner, initial_params
 
 TINY = ["--iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "2",
         "--horizon", "12", "--torch-threads", "1", "--no-progress"]
