@@ -81,7 +81,9 @@ class FewShotConfig:
         filters: channels of each of the network's four convolutions.
         rotate: each (character, rotation by 0/90/180/270 degrees) is its own class.
         train_split: Omniglot characters trained on: "train" (1100, MAML's) or "train+val"
-            (1200, ProtoNets'); validation always uses the 100 "val" characters.
+            (1200, ProtoNets'); validation always uses the 100 "val" characters (seen in
+            training with "train+val", so its scores are then optimistic; the test characters
+            stay unseen either way).
         data_path: folder holding `omniglot/` (or the omniglot folder itself); empty: the
             METARL_DATA environment variable's, else ../shared/data beside the repository.
         seed: seed of the initialisation and of the training tasks.
