@@ -244,14 +244,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> TrainConfig:
         """Build a config from a mapping of field names to values; missing fields get defaults."""
-        known = [field.name for field in dataclasses.fields(cls)]
-        for key in data:
-            if not isinstance(key, str):
-                raise ConfigError(f"config field names must be strings, got {key!r}")
-            if key not in known:
-                raise ConfigError(f"unknown config field {key!r} (known: {', '.join(known)})")
-        kwargs: dict[str, Any] = dict(data)
-        return cls(**kwargs)
+        return cls(**known_fields(cls, data))
 
     def to_dict(self) -> dict[str, object]:
         """Plain YAML-safe values, in field order; tuples become lists."""
@@ -354,7 +347,32 @@ def load_config(path: str | Path, overrides: Mapping[str, str] | None = None) ->
 
     An empty file gives the defaults. Override names may use dashes for underscores.
     """
-    path = Path(path)
+    merged = read_yaml_mapping(Path(path))
+    for key, text_value in (overrides or {}).items():
+        merged[key.replace("-", "_")] = parse_value(text_value)
+    return TrainConfig.from_dict(merged)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write `config` as YAML (fields in declaration order), creating parent folders."""
+    write_yaml(config.to_dict(), Path(path))
+
+
+def known_fields(cls: type, data: Mapping[str, object]) -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``; a one-line ConfigError names an
+    unknown field and lists the known ones. Shared by every config class of the project."""
+    known = [field.name for field in dataclasses.fields(cls)]
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"config field names must be strings, got {key!r}")
+        if key not in known:
+            raise ConfigError(f"unknown config field {key!r} (known: {', '.join(known)})")
+    return dict(data)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, object]:
+    """The YAML mapping in the config file ``path``, or a one-line ConfigError; an empty file
+    is ``{}``."""
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     if not path.is_file():
@@ -368,24 +386,19 @@ def load_config(path: str | Path, overrides: Mapping[str, str] | None = None) ->
     except yaml.YAMLError as error:
         raise _yaml_error(str(path), error) from None
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {path} must hold a mapping of field names to values, "
-            f"got {type(data).__name__}"
-        )
-    merged: dict[str, object] = dict(data)
-    for key, text_value in (overrides or {}).items():
-        merged[key.replace("-", "_")] = parse_value(text_value)
-    return TrainConfig.from_dict(merged)
+        raise ConfigError(f"config file {path} must hold a mapping of field names to values, "
+                          f"got {type(data).__name__}")
+    return data
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write `config` as YAML (fields in declaration order), creating parent folders."""
-    path = Path(path)
+def write_yaml(data: Mapping[str, object], path: Path) -> None:
+    """Write ``data`` as YAML in its own order, creating parent folders; atomic, so that a
+    crash never leaves half a config."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")  # atomic: a crash never leaves half a config
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -87,7 +87,7 @@ def test_killed_search_resumes_to_the_same_results(tmp_path):
     ("top_k", 1.5, "top_k must be an integer"),
     ("synthetic_characters", 10, "synthetic_characters must be 0"),
     ("inner_optimizer", "rmsprop", "inner_optimizer"),
-    ("colour", "red", "unknown search config field 'colour'"),
+    ("colour", "red", "unknown config field 'colour'"),
 ])
 def test_bad_configs_fail_with_one_line(field, value, message):
     with pytest.raises(ConfigError, match=message) as error:

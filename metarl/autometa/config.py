@@ -5,17 +5,14 @@ read from YAML. Errors are ``metarl.config.ConfigError`` with one line naming th
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
-
-import yaml
+from typing import get_type_hints
 
 from metarl.autometa.network import Layout
 from metarl.autometa.space import OPERATORS
-from metarl.config import ConfigError, _coerce, _Loader, _one_line, _yaml_error
+from metarl.config import ConfigError, _coerce, known_fields, read_yaml_mapping, write_yaml
 from metarl.fewshot.config import FewShotConfig
 
 
@@ -129,13 +126,8 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> SearchConfig:
-        known = [field.name for field in dataclasses.fields(cls)]
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"unknown search config field {key!r} (known: "
-                                  f"{', '.join(known)})")
-        kwargs: dict[str, Any] = dict(data)
-        return cls(**kwargs)
+        """Build a config from a mapping of field names to values; missing fields get defaults."""
+        return cls(**known_fields(cls, data))
 
     def to_dict(self) -> dict[str, object]:
         """Plain YAML-safe values, in field order."""
@@ -145,24 +137,9 @@ class SearchConfig:
 
 def load_search_config(path: str | Path) -> SearchConfig:
     """Read a search config from YAML (missing fields get their defaults)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search config {path} is not a file")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as error:
-        raise _yaml_error(str(path), error) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(_one_line(f"cannot read search config {path}: {error}")) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"search config {path} must hold a mapping of field names to values")
-    return SearchConfig.from_dict(data)
+    return SearchConfig.from_dict(read_yaml_mapping(Path(path)))
 
 
 def save_search_config(config: SearchConfig, path: Path) -> None:
     """Write ``config`` as YAML atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_yaml(config.to_dict(), path)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
-import yaml
-
-from metarl.config import ConfigError, _coerce, _Loader, _one_line, _yaml_error, parse_value
+from metarl.config import (
+    ConfigError,
+    _coerce,
+    known_fields,
+    parse_value,
+    read_yaml_mapping,
+    write_yaml,
+)
 
 __all__ = [
     "FewShotConfig",
@@ -221,14 +225,7 @@ class FewShotConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> FewShotConfig:
         """Build a config from a mapping of field names to values; missing fields get defaults."""
-        known = [field.name for field in dataclasses.fields(cls)]
-        for key in data:
-            if not isinstance(key, str):
-                raise ConfigError(f"config field names must be strings, got {key!r}")
-            if key not in known:
-                raise ConfigError(f"unknown config field {key!r} (known: {', '.join(known)})")
-        kwargs: dict[str, Any] = dict(data)
-        return cls(**kwargs)
+        return cls(**known_fields(cls, data))
 
     def to_dict(self) -> dict[str, object]:
         """Plain YAML-safe values, in field order."""
@@ -244,35 +241,13 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return "one of " + ", ".join(repr(choice) for choice in choices)
 
 
-def _read_mapping(path: Path) -> dict[str, object]:
-    """The YAML mapping in ``path``, or a one-line ConfigError; an empty file is ``{}``."""
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    if not path.is_file():
-        raise ConfigError(f"config path {path} is not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(_one_line(f"cannot read config file {path}: {error}")) from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as error:
-        raise _yaml_error(str(path), error) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of field names to values, "
-                          f"got {type(data).__name__}")
-    return data
-
-
 def is_fewshot_config(path: str | Path) -> bool:
     """Whether the YAML file ``path`` describes a supervised run (it has a `problem` field).
 
     Unreadable or malformed files answer False, so that the RL loader reports their error.
     """
     try:
-        return "problem" in _read_mapping(Path(path))
+        return "problem" in read_yaml_mapping(Path(path))
     except ConfigError:
         return False
 
@@ -281,7 +256,7 @@ def load_fewshot_config(path: str | Path,
                         overrides: Mapping[str, str] | None = None) -> FewShotConfig:
     """Read a YAML config, then apply ``overrides`` (field -> value text, parsed as YAML; names
     may use dashes for underscores)."""
-    merged = _read_mapping(Path(path))
+    merged = read_yaml_mapping(Path(path))
     for key, text_value in (overrides or {}).items():
         merged[key.replace("-", "_")] = parse_value(text_value)
     return FewShotConfig.from_dict(merged)
@@ -289,7 +264,4 @@ def load_fewshot_config(path: str | Path,
 
 def save_fewshot_config(config: FewShotConfig, path: Path) -> None:
     """Write ``config`` as YAML (fields in declaration order) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_yaml(config.to_dict(), path)
