@@ -75,6 +75,24 @@ _OVERRIDE_HELP = (
 )
 
 
+def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """The evaluation protocol's options, shared by `eval` and `compare`."""
+    parser.add_argument(
+        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks, 40)"
+    )
+    parser.add_argument(
+        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
+    )
+    parser.add_argument(
+        "--episodes",
+        type=_count(1),
+        help="episodes per task and step (default: the run's eval_episodes, 40)",
+    )
+    parser.add_argument(
+        "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
+    )
+
+
 def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
     """The top-level parser and its subcommand parsers by name."""
     parser = _Parser(
@@ -116,20 +134,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         allow_abbrev=False,
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="folder of a train run")
-    evaluate.add_argument(
-        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks, 40)"
-    )
-    evaluate.add_argument(
-        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
-    )
-    evaluate.add_argument(
-        "--episodes",
-        type=_count(1),
-        help="episodes per task and step (default: the run's eval_episodes, 40)",
-    )
-    evaluate.add_argument(
-        "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
-    )
+    _add_held_out_arguments(evaluate)
     evaluate.add_argument(
         "--checkpoint",
         choices=("best", "last"),
@@ -225,20 +230,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         help="comma-separated subset of pretrained, random, oracle (default: all three)",
     )
     compare.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/compare)")
-    compare.add_argument(
-        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks, 40)"
-    )
-    compare.add_argument(
-        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
-    )
-    compare.add_argument(
-        "--episodes",
-        type=_count(1),
-        help="episodes per task and step (default: the run's eval_episodes, 40)",
-    )
-    compare.add_argument(
-        "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
-    )
+    _add_held_out_arguments(compare)
     compare.add_argument(
         "--pretrained-iterations",
         type=_count(1),
