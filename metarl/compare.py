@@ -26,6 +26,7 @@ import torch
 
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.evaluation import evaluate_adaptation, summarize
+from metarl.fewshot.config import is_fewshot_config
 from metarl.linalg import Params
 from metarl.plots import plot_returns_vs_steps
 from metarl.trainer import initial_params, load_params, train
@@ -90,6 +91,9 @@ def compare_run(
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    if is_fewshot_config(run_dir / "config.yaml"):
+        raise ValueError(f"{run_dir} is a supervised few-shot run; metarl compare takes RL runs "
+                         "(its baselines are in the few-shot presets: *_pretrained, *_scratch)")
     config = load_config(run_dir / "config.yaml")
     if config.learner == "pretrained":
         raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")

@@ -107,3 +107,13 @@ def test_checkpoint_of_another_policy_is_refused_on_one_line(
         assert main(command) == 1
         err = capsys.readouterr().err
         assert "holds parameters ['w']" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_refuses_a_supervised_run_on_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "sinusoid"
+    run.mkdir()
+    (run / "config.yaml").write_text("problem: sinusoid\n")
+    assert main(["compare", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "supervised few-shot run" in err and len(err.strip().splitlines()) == 1
