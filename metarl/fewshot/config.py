@@ -82,7 +82,11 @@ class FewShotConfig:
             graph's memory); 0: all at once.
         pool: Omniglot network: "stride" (stride-2 convolutions, MAML's) or "max" (2x2
             max-pooling, ProtoNets').
-        filters: channels of each of the network's four convolutions.
+        filters: channels of each of the network's four convolutions (of the cell network's
+            convolutions when ``cell`` is set).
+        cell: Omniglot only: an Auto-Meta cell (``metarl search``'s ``best_cell.txt``, e.g.
+            "0:sep3+1:sep5") to build the network from, stacked as in the CPU search (3 stages
+            of one cell); empty: the 4-block conv network.
         rotate: each (character, rotation by 0/90/180/270 degrees) is its own class.
         train_split: Omniglot characters trained on: "train" (1100, MAML's) or "train+val"
             (1200, ProtoNets'); validation always uses the 100 "val" characters (seen in
@@ -129,6 +133,7 @@ class FewShotConfig:
     meta_grad_chunk: int = 0
     pool: str = "stride"
     filters: int = 64
+    cell: str = ""
     rotate: bool = True
     train_split: str = "train"
     data_path: str = ""
@@ -198,6 +203,16 @@ class FewShotConfig:
             if self.shots + self.eval_queries > OMNIGLOT_DRAWERS:
                 problems.append(f"shots + eval_queries = {self.shots + self.eval_queries} "
                                 f"exceeds Omniglot's {OMNIGLOT_DRAWERS} drawings per class")
+        if self.cell:
+            if self.problem != "omniglot" or self.learner == "protonet":
+                problems.append("a cell network needs problem omniglot and a gradient-based "
+                                "learner")
+            from metarl.autometa.space import parse_cell
+
+            try:
+                parse_cell(self.cell)
+            except ValueError as error:
+                problems.append(str(error))
         if problems:
             raise ConfigError("invalid combination: " + "; ".join(problems))
 

@@ -175,5 +175,12 @@ def build_problem(config: FewShotConfig) -> Problem:
     """The task family of ``config.problem`` (Omniglot loads its data here)."""
     if config.problem == "sinusoid":
         return SinusoidProblem(config)
+    if config.cell:  # an architecture found by `metarl search`
+        from metarl.autometa.network import Layout
+        from metarl.autometa.problem import CellProblem
+        from metarl.autometa.space import parse_cell
+
+        data = load_omniglot(omniglot_root(config.data_path))
+        return CellProblem(config, data, parse_cell(config.cell), Layout(config.filters))
     return OmniglotProblem(config)
 
