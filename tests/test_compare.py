@@ -117,3 +117,19 @@ def test_compare_refuses_a_supervised_run_on_one_line(
     assert main(["compare", str(run)]) == 1
     err = capsys.readouterr().err
     assert "supervised few-shot run" in err and len(err.strip().splitlines()) == 1
+
+
+class _HalfThrottle:
+    """A stand-in oracle acting +0.5 in PPO's [-1, 1] space: +0.05 per axis in navigation's."""
+
+    def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        return np.full((obs.shape[0], 2), 0.5, np.float32), None
+
+
+def test_oracle_actions_are_rescaled_to_the_environment_bounds() -> None:
+    config = TrainConfig(horizon=3)
+    returns = evaluate_oracle(config, _HalfThrottle(), tasks=3, episodes=1, seed=1000)
+    held_out = make_task_vector_env(config.env_id, 1).sample_tasks(3, np.random.default_rng(1000))
+    expected = [-sum(np.linalg.norm(np.full(2, 0.05 * k) - t.as_array("goal"))
+                     for k in (1, 2, 3)) for t in held_out]
+    np.testing.assert_allclose(returns, expected, rtol=1e-5)
