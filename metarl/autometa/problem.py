@@ -11,7 +11,7 @@ the same task samplers (training tasks from ``train_split``, validation tasks fr
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,8 +21,8 @@ from metarl.autometa.network import Layout, cell_network, initial_params
 from metarl.autometa.space import Cell
 from metarl.config import ConfigError
 from metarl.fewshot.config import FewShotConfig
-from metarl.fewshot.omniglot import FewShotBatch, OmniglotData, OmniglotTasks, Split
-from metarl.fewshot.problems import EVAL_CHUNK, Role
+from metarl.fewshot.omniglot import FewShotBatch, OmniglotData
+from metarl.fewshot.problems import EVAL_CHUNK, Role, omniglot_samplers
 
 Params = dict[str, Tensor]
 
@@ -38,17 +38,7 @@ class CellProblem:
         if config.problem != "omniglot" or config.learner == "protonet":
             raise ConfigError("a cell network needs problem omniglot and a gradient-based learner")
         self.config, self.cell, self.layout = config, cell, layout
-        c = config
-        train_queries = 0 if c.learner == "reptile" else c.queries
-        try:
-            self.samplers = {
-                "train": OmniglotTasks(data, cast(Split, c.train_split), c.ways,
-                                       c.training_shots_per_class, train_queries, c.rotate),
-                "val": OmniglotTasks(data, "val", c.ways, c.shots, c.eval_queries, c.rotate),
-                "test": OmniglotTasks(data, "test", c.ways, c.shots, c.eval_queries, c.rotate),
-            }
-        except ValueError as error:  # e.g. more ways than a small data set's classes
-            raise ConfigError(f"Omniglot under {data.root}: {error}") from None
+        self.samplers = omniglot_samplers(config, data)
 
     def initial_params(self) -> Params:
         return initial_params(self.cell, self.config.ways, self.layout, self.config.seed)

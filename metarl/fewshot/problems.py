@@ -26,6 +26,7 @@ from metarl.fewshot.conv import Pool
 from metarl.fewshot.models import mse_loss
 from metarl.fewshot.omniglot import (
     FewShotBatch,
+    OmniglotData,
     OmniglotTasks,
     Split,
     default_root,
@@ -95,6 +96,22 @@ class SinusoidProblem:
         return self._query(params, batch)
 
 
+def omniglot_samplers(config: FewShotConfig, data: OmniglotData) -> dict[Role, OmniglotTasks]:
+    """Task samplers per role: training tasks from ``train_split`` (Reptile's without queries),
+    validation and test tasks from the "val" and "test" characters; one-line errors."""
+    c = config
+    train_queries = 0 if c.learner == "reptile" else c.queries
+    try:
+        return {
+            "train": OmniglotTasks(data, cast(Split, c.train_split), c.training_ways,
+                                   c.training_shots_per_class, train_queries, c.rotate),
+            "val": OmniglotTasks(data, "val", c.ways, c.shots, c.eval_queries, c.rotate),
+            "test": OmniglotTasks(data, "test", c.ways, c.shots, c.eval_queries, c.rotate),
+        }
+    except ValueError as error:  # e.g. more ways than a small data set's classes
+        raise ConfigError(f"Omniglot under {data.root}: {error}") from None
+
+
 class OmniglotProblem:
     """Omniglot N-way K-shot classification with the 4-block network (a ``ways``-logit head,
     or none for ProtoNets' embedding). Training tasks come from ``train_split``, validation
@@ -106,17 +123,7 @@ class OmniglotProblem:
     def __init__(self, config: FewShotConfig) -> None:
         self.config = config
         c = config
-        data = load_omniglot(omniglot_root(c.data_path))
-        train_queries = 0 if c.learner == "reptile" else c.queries
-        try:
-            self.samplers = {
-                "train": OmniglotTasks(data, cast(Split, c.train_split), c.training_ways,
-                                       c.training_shots_per_class, train_queries, c.rotate),
-                "val": OmniglotTasks(data, "val", c.ways, c.shots, c.eval_queries, c.rotate),
-                "test": OmniglotTasks(data, "test", c.ways, c.shots, c.eval_queries, c.rotate),
-            }
-        except ValueError as error:  # e.g. more ways than a small data set's classes
-            raise ConfigError(f"Omniglot under {data.root}: {error}") from None
+        self.samplers = omniglot_samplers(c, load_omniglot(omniglot_root(c.data_path)))
         self.pool = cast(Pool, c.pool)
         self._support = cross_entropy_loss("support", self.pool)
         self._query = cross_entropy_loss("query", self.pool)
