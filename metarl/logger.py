@@ -32,19 +32,26 @@ class RunLogger:
             desc="meta-train", file=sys.stderr,
         )
 
+    echo_keys: tuple[str, ...] = ECHO_KEYS
+
     def log(self, iteration: int, metrics: dict[str, float], echo: bool) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, iteration)
         self.jsonl.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
         self.jsonl.flush()
         self.bar.update(1)
-        if "query/return" in metrics:  # absent when a batch was skipped
-            self.bar.set_postfix(
-                pre=f"{metrics['support/return']:.2f}", post=f"{metrics['query/return']:.2f}"
-            )
+        postfix = self.postfix(metrics)
+        if postfix:
+            self.bar.set_postfix(postfix)
         if echo:
-            line = " ".join(f"{k}={_fmt(metrics[k])}" for k in ECHO_KEYS if k in metrics)
+            line = " ".join(f"{k}={_fmt(metrics[k])}" for k in self.echo_keys if k in metrics)
             self.bar.write(f"iter {iteration:5d} {line}")
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows: the returns before and after adaptation."""
+        if "query/return" not in metrics:  # absent when a batch was skipped
+            return {}
+        return {"pre": f"{metrics['support/return']:.2f}", "post": f"{metrics['query/return']:.2f}"}
 
     def close(self) -> None:
         self.bar.close()

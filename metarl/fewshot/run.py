@@ -44,16 +44,10 @@ class FewShotLogger(RunLogger):
     """The RL run logger (TensorBoard, metrics.jsonl, progress bar) with supervised metrics on
     the progress bar and the stdout lines."""
 
-    def log(self, iteration: int, metrics: dict[str, float], echo: bool) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, iteration)
-        self.jsonl.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
-        self.jsonl.flush()
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{metrics['train/loss']:.4g}")
-        if echo:
-            line = " ".join(f"{k}={metrics[k]:.4g}" for k in ECHO_KEYS if k in metrics)
-            self.bar.write(f"iter {iteration:6d} {line}")
+    echo_keys = ECHO_KEYS
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{metrics['train/loss']:.4g}"}
 
 
 def validation_score(config: FewShotConfig, problem: Problem,
