@@ -70,9 +70,16 @@ def proximal_adapt(
     ``support`` is a pytree of tensors with a leading task dimension N; ``inner_loss`` returns
     one loss per task. A task stops moving once its proximal gradient norm is below
     ``inner_tol`` (if given), and the loop ends when every task has stopped or after
-    ``inner_steps`` steps. Gradient descent converges for ``inner_lr < 2 / (prox_lambda + L)``,
-    L the support loss's smoothness. It evaluates ``inner_steps + 1`` gradients, the last to
-    measure the norm reached. Nothing keeps a graph: the result is detached.
+    ``inner_steps`` steps. It evaluates ``inner_steps + 1`` gradients, the last to measure the
+    norm reached. Nothing keeps a graph: the result is detached.
+
+    Plain gradient descent converges only for ``inner_lr < 2 / (prox_lambda + L)``, L the
+    support loss's smoothness, and an RL surrogate's L grows without bound as the policy's
+    standard deviation shrinks: on 2D navigation fixed-step descent diverged after ~110
+    meta-iterations (proximal gradient norm 1e16, then NaN). So each task's step is safeguarded:
+    a step that raises the task's proximal objective is undone and that task's rate halved
+    (the rejected trial counts as a step). The objective then never increases, and where the
+    fixed rate is stable nothing changes.
     """
     if prox_lambda <= 0:
         raise ValueError(f"prox_lambda must be positive, got {prox_lambda}")
@@ -85,22 +92,47 @@ def proximal_adapt(
     n = task_count(support)
     theta = per_task({k: v.detach() for k, v in params.items()}, n)
     adapted = {k: v.clone() for k, v in theta.items()}
-    objective_grad = torch.func.grad(summed_over_tasks(inner_loss, support))
+
+    def support_total(p: Params) -> tuple[Tensor, Tensor]:
+        per_task_loss = inner_loss(p, support)
+        return per_task_loss.sum(), per_task_loss.detach()
+
+    support_grad = torch.func.grad(support_total, has_aux=True)
+    rates = torch.full((n,), float(inner_lr), dtype=torch.float64)
+    accepted: Params | None = None  # the last accepted point, its proximal gradient and value
+    accepted_prox: Params = {}
+    accepted_value = torch.empty(0)
+    accepted_norms = torch.empty(0)
     steps = 0
     with torch.no_grad():  # torch.func.grad still differentiates inside no_grad
         while True:
-            grads = objective_grad(adapted)
-            prox = {k: grads[k] + prox_lambda * (adapted[k] - theta[k]) for k in adapted}
+            grads, losses = support_grad(adapted)
+            offsets = {k: adapted[k] - theta[k] for k in adapted}
+            value = losses.double() + 0.5 * prox_lambda * _flat(offsets, n).double().square().sum(1)
+            prox = {k: grads[k] + prox_lambda * offsets[k] for k in adapted}
             norms = _flat(prox, n).norm(dim=1)
+            if accepted is None:
+                keep = torch.ones(n, dtype=torch.bool)
+            else:  # undo the steps that raised a task's objective (or made it non-finite)
+                roundoff = 16 * torch.finfo(losses.dtype).eps * (1 + accepted_value.abs())
+                keep = value <= accepted_value + roundoff
+                rates = torch.where(keep, rates, 0.5 * rates)
+                adapted = {k: torch.where(_per_row(keep, v), v, accepted[k])
+                           for k, v in adapted.items()}
+                prox = {k: torch.where(_per_row(keep, v), v, accepted_prox[k])
+                        for k, v in prox.items()}
+                norms = torch.where(keep, norms, accepted_norms)
+                value = torch.where(keep, value, accepted_value)
+            accepted, accepted_prox, accepted_value, accepted_norms = adapted, prox, value, norms
             if steps == inner_steps:
                 break
-            rate: Tensor | float = float(inner_lr)
+            rate = rates
             if inner_tol is not None:
                 moving = norms >= inner_tol
                 if not bool(moving.any()):
                     break
-                rate = inner_lr * moving.to(norms.dtype)
-            adapted = {k: v - _per_row(rate, v) * prox[k] for k, v in adapted.items()}
+                rate = rates * moving.to(rates.dtype)
+            adapted = {k: v - _per_row(rate.to(v.dtype), v) * prox[k] for k, v in adapted.items()}
             steps += 1
     return ProximalSolution(adapted, norms, steps)
 
@@ -257,8 +289,6 @@ def _unflat(matrix: Tensor, like: Params) -> Params:
     return out
 
 
-def _per_row(scale: Tensor | float, like: Tensor) -> Tensor | float:
-    """A per-task ``[N]`` scale shaped to broadcast against ``[N, ...]``; floats pass through."""
-    if isinstance(scale, float):
-        return scale
+def _per_row(scale: Tensor, like: Tensor) -> Tensor:
+    """A per-task ``[N]`` tensor shaped to broadcast against ``[N, ...]``."""
     return scale.reshape(-1, *([1] * (like.dim() - 1)))

@@ -91,6 +91,33 @@ def test_inner_tol_stops_early_per_task() -> None:
     assert torch.allclose(start.grad_norm, expected)
 
 
+def test_too_large_rate_is_halved_not_diverging() -> None:
+    """At 5x the stable rate fixed-step descent would multiply the error along the stiffest
+    direction by |1 - 5 * 2 * ...| > 1 every step; the safeguard halves a task's rate whenever
+    its proximal objective would rise, so it still reaches the minimiser, and a task whose
+    rate was stable (task 0 here, already at the minimiser) is untouched."""
+    support, theta = _tasks(0), _theta()
+    a, c = support
+    c = c.clone()
+    c[0] = theta  # task 0 starts at its minimiser: every step of it is a null step
+    stable = _inner_lr(support)
+    result = proximal_adapt(_loss, _params(theta), (a, c), LAMBDA, 5 * stable, 400)
+    assert torch.isfinite(_vector(result.adapted)).all()
+    assert torch.allclose(_vector(result.adapted), _proximal_minimiser((a, c), theta),
+                          atol=1e-8)
+    assert torch.equal(_vector(result.adapted)[0], theta)
+    # The objective never rises, step by step.
+    values = []
+    for steps in range(8):
+        phi = _vector(proximal_adapt(_loss, _params(theta), (a, c), LAMBDA, 5 * stable,
+                                     steps).adapted)
+        x = phi - c
+        support_loss = 0.5 * (x * (a @ x.unsqueeze(-1)).squeeze(-1)).sum(-1)
+        values.append(support_loss + 0.5 * LAMBDA * (phi - theta).square().sum(1))
+    assert all(bool((later <= earlier + 1e-12).all())
+               for earlier, later in zip(values, values[1:]))
+
+
 @pytest.mark.parametrize("damping", [0.0, 0.5])
 def test_gradient_matches_closed_form(damping: float) -> None:
     support, query, theta = _tasks(0), _tasks(1), _theta()
