@@ -12,6 +12,12 @@ held-out tasks), and the results land in OUT_DIR:
 
     python experiments/compare_learners.py --out runs/compare --seeds 3 --iterations 500
 
+Seconds per meta-iteration are measured apart from training, in one process that steps every
+learner in turn (`--timing-iterations` iterations each after two warm-up iterations, from the
+initial policy): training runs take minutes to hours each, and the machine's load changes
+between them, so their own timings (also kept in results.json) do not compare. Peak memory is
+each training process's own.
+
 A finished (learner, seed) run is reused when its eval.json exists and a stopped one resumes from
 its last checkpoint (`metarl train --resume`), so an interrupted comparison continues where it
 stopped. Runs go seed by seed (every learner's seed 0 first) unless --learners picks some.
@@ -25,12 +31,17 @@ import math
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from metarl.cli import resolve_config_path, split_overrides
+from metarl.config import load_config
 from metarl.plots import plot_returns_vs_steps
+from metarl.trainer import MetaLearner
 
 # name -> config overrides; hyperparameters beyond the preset's are this script's choices
 LEARNERS: dict[str, list[str]] = {
@@ -66,6 +77,33 @@ def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list
     return run_dir
 
 
+def time_learners(preset: str, names: list[str], iterations: int, extra: list[str]
+                  ) -> dict[str, float]:
+    """Median seconds per meta-iteration of each learner, all measured in this process in turn
+    (iteration i of every learner before iteration i + 1 of any), so all see the same load."""
+    torch.set_num_threads(1)
+    learners: dict[str, MetaLearner] = {}
+    states: dict[str, Any] = {}
+    times: dict[str, list[float]] = {}
+    for name in names:
+        _, overrides = split_overrides([*LEARNERS[name], *extra], set())
+        overrides.pop("torch_threads", None)
+        learners[name] = MetaLearner(load_config(resolve_config_path(preset), overrides))
+        states[name] = learners[name].initial_state()
+        times[name] = []
+    warmup = 2
+    for index in range(warmup + iterations):
+        for name in names:
+            start = time.perf_counter()
+            states[name], _ = learners[name].iteration(states[name])
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+        print(f"timing: iteration {index + 1} of {warmup + iterations}", flush=True)
+    for learner in learners.values():
+        learner.close()
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def summarize(runs: dict[str, list[Path]]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for name, dirs in runs.items():
@@ -77,7 +115,7 @@ def summarize(runs: dict[str, list[Path]]) -> dict[str, Any]:
             "steps": evals[0]["steps"],
             "mean": means.mean(axis=0).tolist(),
             "ci95_over_seeds": (1.96 * spread / math.sqrt(len(dirs))).tolist(),
-            "seconds_per_iteration": float(np.mean(
+            "training_seconds_per_iteration": float(np.mean(
                 [s["seconds_per_iteration_median"] for s in summaries])),
             "peak_memory_mb": float(np.max([s["peak_memory_mb"] for s in summaries])),
             "minutes": float(np.mean([s["minutes"] for s in summaries])),
@@ -87,15 +125,20 @@ def summarize(runs: dict[str, list[Path]]) -> dict[str, Any]:
     return table
 
 
+def seconds_text(row: dict[str, Any]) -> str:
+    seconds = row.get("seconds_per_iteration")
+    return "not measured" if seconds is None else f"{seconds:.3f}"
+
+
 def write_markdown(table: dict[str, Any], path: Path) -> None:
     steps = next(iter(table.values()))["steps"]
     header = "| learner | " + " | ".join(f"step {s}" for s in steps)
-    header += " | s / iteration | peak MB |"
+    header += " | s / iteration (paired) | peak MB |"
     lines = [header, "|" + " --- |" * (len(steps) + 3)]
     for name, row in table.items():
         cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(row["mean"], row["ci95_over_seeds"])]
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {row['seconds_per_iteration']:.3f} | {row['peak_memory_mb']:.0f} |")
+                     + f" | {seconds_text(row)} | {row['peak_memory_mb']:.0f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -105,6 +148,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--learners", nargs="*", default=list(LEARNERS), choices=list(LEARNERS))
+    parser.add_argument("--timing-iterations", type=int, default=20,
+                        help="meta-iterations per learner in the paired timing (0: skip it)")
     args, extra = parser.parse_known_args()  # anything else is passed on to `metarl train`
     args.out.mkdir(parents=True, exist_ok=True)
     # seed-major order: a comparison cut short still covers every learner
@@ -113,6 +158,10 @@ def main() -> None:
         for name in args.learners:
             runs[name].append(train_and_evaluate(args.preset, name, seed, args.out, extra))
     table = summarize(runs)
+    if args.timing_iterations > 0:
+        paired = time_learners(args.preset, args.learners, args.timing_iterations, extra)
+        for name, seconds in paired.items():
+            table[name]["seconds_per_iteration"] = seconds
     (args.out / "results.json").write_text(json.dumps(table, indent=2) + "\n")
     write_markdown(table, args.out / "results.md")
     plot_returns_vs_steps(args.out / "returns_vs_steps.png", table,
