@@ -247,7 +247,8 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         "search",
         help="search a few-shot network's cell (Auto-Meta)",
         description="Progressive cell search for a Reptile-trained Omniglot network (Auto-Meta); "
-        "writes results.json/.csv, rounds.json and best_cell.txt. Resumes a killed search in OUT.",
+        "writes results.json/.csv, rounds.json, best_cell.txt and presets that retrain the best "
+        "cell and a parameter-matched 4-block network. Resumes a killed search in OUT.",
         allow_abbrev=False,
     )
     search.add_argument("config", metavar="CONFIG", help="search YAML file or preset name")
@@ -477,6 +478,9 @@ def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     summary = run_search(config, out, progress=not args.no_progress)
     print(format_results(summary, json.loads((out / "results.json").read_text())))
     print(f"results: {out / 'results.csv'}")
+    for preset in summary["retrain_presets"]:
+        run_dir = Path("runs") / f"{path.stem}_{Path(preset).stem}"
+        print(f"retrain: metarl train {preset} --run-dir {run_dir} && metarl eval {run_dir}")
     return 0
 
 

@@ -126,9 +126,9 @@ def test_cli_smoke_search_end_to_end(tmp_path, capsys):
     assert error.startswith("metarl: error: top_k must be >= 1") and error.count("\n") == 1
 
 
-def test_real_reptile_trainer_and_held_out_test_on_synthetic_characters():
+def test_real_reptile_trainer_on_synthetic_characters():
     from metarl.autometa.config import load_search_config
-    from metarl.autometa.search import held_out_accuracy, load_data, reptile_trainer
+    from metarl.autometa.search import load_data, reptile_trainer
     from metarl.autometa.space import parse_cell
 
     config = load_search_config("experiments/autometa_smoke.yaml")
@@ -137,9 +137,6 @@ def test_real_reptile_trainer_and_held_out_test_on_synthetic_characters():
     # stem 9*4 + 2*4, two cells of one sep3 (9*4 + 4*4 + 2*4), head 4*5 + 5
     assert scored.parameters == 44 + 2 * 60 + 25
     assert 0 <= scored.score <= 1 and scored.score * 40 == pytest.approx(round(scored.score * 40))
-    result = held_out_accuracy(config, cell, iterations=2, tasks=6, steps=1, queries=2)
-    assert result["parameters"] == scored.parameters and result["tasks"] == 6
-    assert 0 <= result["accuracy"] <= 1
 
 
 def test_presets_load():

@@ -37,6 +37,8 @@ class SearchConfig:
         eval_steps: inner steps before a validation task is scored.
         eval_queries: query examples per class of a validation task.
         surrogate_members, surrogate_hidden, surrogate_epochs: the MLP ensemble.
+        retrain_iterations: Reptile outer steps of the retrain presets the finished search
+            writes (``metarl.autometa.retrain``).
         data_path: folder holding omniglot/ (as ``FewShotConfig.data_path``).
         synthetic_characters: > 0 replaces Omniglot by that many synthetic characters
             (``metarl.fewshot.omniglot.synthetic_omniglot``), for smoke runs and tests.
@@ -68,6 +70,7 @@ class SearchConfig:
     surrogate_members: int = 5
     surrogate_hidden: int = 32
     surrogate_epochs: int = 500
+    retrain_iterations: int = 3000
     data_path: str = ""
     synthetic_characters: int = 0
     seed: int = 0
@@ -92,7 +95,7 @@ class SearchConfig:
         for name in ("max_blocks", "beam", "top_k", "filters", "stages", "cells_per_stage",
                      "ways", "shots", "iterations", "meta_batch_size", "inner_steps",
                      "train_shots", "val_tasks", "eval_queries", "surrogate_members",
-                     "surrogate_hidden", "surrogate_epochs"):
+                     "surrogate_hidden", "surrogate_epochs", "retrain_iterations"):
             self._require(name, getattr(self, name) >= 1, ">= 1")
         for name in ("first_round", "eval_steps", "synthetic_characters", "seed",
                      "torch_threads"):

@@ -17,7 +17,9 @@ Every candidate has the same seed, hence the same initialisation stream and the 
 Output folder: ``config.yaml``; ``results.jsonl``, rewritten atomically (temporary file and
 rename) after every finished candidate; at the end ``results.json`` / ``results.csv`` (round,
 cell, blocks, parameters, score, ci95, prediction, seconds), ``rounds.json`` (per round: cells
-trained, Spearman of prediction against score), ``best_cell.txt`` and ``summary.json``.
+trained, Spearman of prediction against score), ``best_cell.txt``, ``summary.json`` and the
+presets that retrain the best cell and a parameter-matched 4-block network with `metarl train`
+(``retrain_cell.yaml``, ``retrain_conv4.yaml``; ``metarl.autometa.retrain``).
 Resuming: a search started again on the same folder with the same config reuses every finished
 candidate and retrains nothing; since every step is seeded, the results equal an uninterrupted
 run's.
@@ -26,7 +28,6 @@ run's.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import random
@@ -41,6 +42,7 @@ from tqdm import tqdm
 from metarl.autometa.config import SearchConfig, load_search_config, save_search_config
 from metarl.autometa.network import parameter_count
 from metarl.autometa.problem import CellProblem
+from metarl.autometa.retrain import write_retrain_presets
 from metarl.autometa.space import Cell, enumerate_cells, expand_cell, format_cell, parse_cell
 from metarl.autometa.surrogate import MLPEnsemble, encode, encoding_size, spearman
 from metarl.confidence import ci95
@@ -100,25 +102,6 @@ def meta_train(config: SearchConfig, data: OmniglotData, cell: Cell
     while state.iteration < fewshot.iterations:
         state, _ = training_step(fewshot, problem, state, generator)
     return problem, state.params
-
-
-def held_out_accuracy(config: SearchConfig, cell: Cell, iterations: int, tasks: int = 600,
-              steps: int = 50, queries: int = 15, seed: int = 1000) -> dict[str, Any]:
-    """Retrain ``cell`` with Reptile for ``iterations`` steps and score it on ``tasks`` meta-test
-    tasks as ``metarl eval`` scores a few-shot run (tasks from ``task_generator(seed, "test")``,
-    ``steps`` inner steps, ``queries`` queries per class), for a comparison with the 4-block
-    network trained by ``metarl train`` with the same Reptile settings."""
-    config = dataclasses.replace(config, iterations=iterations, eval_steps=steps,
-                                 eval_queries=queries)
-    torch.set_num_threads(resolve_threads(config.torch_threads))
-    began = time.perf_counter()
-    problem, params = meta_train(config, load_data(config), cell)
-    scores = adaptation_scores(config.fewshot_config(), problem, params, "test", tasks, steps,
-                               task_generator(seed, "test"), final_only=True)[-1]
-    return {"cell": format_cell(cell), "iterations": iterations, "tasks": tasks,
-            "steps": steps, "accuracy": float(scores.mean()), "ci95": ci95(scores),
-            "parameters": parameter_count(params),
-            "minutes": (time.perf_counter() - began) / 60}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -252,8 +235,8 @@ def _finish(config: SearchConfig, out: Path, records: list[dict[str, Any]],
         "search_seconds_this_session": seconds,
         "train_seconds_total": sum(r["seconds"] for r in records),
         "train_cpu_seconds_total": sum(r["cpu_seconds"] for r in records),
-        # The few-shot config has no architecture field, so `metarl train` cannot retrain a cell.
-        "retrain": "metarl train has no architecture field; the best cell is in best_cell.txt",
+        "retrain_presets": [str(path) for path in
+                            write_retrain_presets(config, out, best["cell"], best["parameters"])],
     }
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
