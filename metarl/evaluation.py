@@ -3,10 +3,11 @@
 Protocol of the MAML paper (Finn et al. 2017, arXiv:1703.03400, Sec. 5.3 and its RL code):
 held-out tasks drawn with a fixed seed; at each step the current (adapted) policy samples fresh
 episodes per task, their mean return is the score of that step, and the same episodes drive the
-next vanilla policy-gradient step. Step sizes: ``inner_lr`` for the first step and
-``inner_lr / 2`` afterwards (0.1 then 0.05 in the paper). Benchmarks with a fixed test split
-(Meta-World) are evaluated on their test tasks, and environments that report success also get
-the success rate after each step (an episode succeeds if it met its goal on any step).
+next vanilla policy-gradient step (iMAML: the next proximal solve, as in training). Step sizes:
+``inner_lr`` for the first step and ``inner_lr / 2`` afterwards (0.1 then 0.05 in the paper).
+Benchmarks with a fixed test split (Meta-World) are evaluated on their test tasks, and
+environments that report success also get the success rate after each step (an episode
+succeeds if it met its goal on any step).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.envs import make_task_vector_env, sample_held_out_tasks
 from metarl.episodes import episode_returns, episode_success
 from metarl.estimators import reinforce_loss
+from metarl.imaml import proximal_adapt
 from metarl.linalg import Params
+from metarl.policy_proximal import anchored_batch, clipped_ratio_loss
 from metarl.rollout import rollout
 from metarl.trainer import advantages_batch, build_policy, load_params
 
@@ -60,6 +63,7 @@ def evaluate_adaptation(
     held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)
     loss = reinforce_loss(policy)
+    proximal_loss = clipped_ratio_loss(policy)
     adapted = per_task({k: v.detach() for k, v in params.items()}, tasks)
     returns, successes, paths, adapted_per_step = [], [], [], [adapted]
     rates = step_learning_rates(config.inner_lr, steps)
@@ -75,8 +79,13 @@ def evaluate_adaptation(
         paths.append([batch_episodes.observations[i, valid[i], 0].numpy() for i in range(shown)])
         if step < steps:
             support = advantages_batch(batch_episodes, config)
-            adapted = {k: v.detach() for k, v in
-                       adapt_step(loss, adapted, support, rates[step]).items()}
+            if config.learner == "imaml":  # a proximal solve anchored at the current policy
+                adapted = proximal_adapt(
+                    proximal_loss, adapted, anchored_batch(policy, adapted, support),
+                    config.prox_lambda, rates[step], config.inner_steps, stacked=True).adapted
+            else:
+                adapted = {k: v.detach() for k, v in
+                           adapt_step(loss, adapted, support, rates[step]).items()}
             adapted_per_step.append(adapted)
     return {"returns": np.stack(returns), "tasks": held_out, "paths": paths, "rates": rates,
             "adapted": adapted_per_step, "policy": policy,

@@ -11,8 +11,9 @@ support loss at phi_i (Lemma 1), so the task's meta-gradient is
     (I + H_i / lambda)^-1 g_i,   g_i = grad L_query_i(phi_i),
 
 solved by conjugate gradient with Hessian-vector products; the meta-gradient is its
-mean over tasks. It depends only on phi_i, not on the path that reached it, so the inner loop
-keeps no graph and memory does not grow with ``inner_steps`` (unlike unrolled MAML).
+mean over tasks (for policies the support loss must make this problem well posed:
+``metarl.policy_proximal``). It depends only on phi_i, not on the path that reached it, so the
+inner loop keeps no graph and memory does not grow with ``inner_steps`` (unlike unrolled MAML).
 
 ``cg_damping`` solves ((1 + damping) I + H / lambda) x = g instead: the support Hessian of a
 neural network is often indefinite away from a minimum and plain CG then breaks down (the
@@ -64,14 +65,16 @@ def proximal_adapt(
     inner_lr: float,
     inner_steps: int,
     inner_tol: float | None = None,
+    stacked: bool = False,
 ) -> ProximalSolution:
     """Gradient descent from theta on ``L_support_i(phi) + prox_lambda / 2 |phi - theta|^2``.
 
     ``support`` is a pytree of tensors with a leading task dimension N; ``inner_loss`` returns
-    one loss per task. A task stops moving once its proximal gradient norm is below
-    ``inner_tol`` (if given), and the loop ends when every task has stopped or after
-    ``inner_steps`` steps. It evaluates ``inner_steps + 1`` gradients, the last to measure the
-    norm reached. Nothing keeps a graph: the result is detached.
+    one loss per task. theta is ``params``, shared by every task, or with ``stacked`` one per
+    task (``[N, ...]``, as when an adapted policy adapts again). A task stops moving once its
+    proximal gradient norm is below ``inner_tol`` (if given), and the loop ends when every task
+    has stopped or after ``inner_steps`` steps. It evaluates ``inner_steps + 1`` gradients, the
+    last to measure the norm reached. Nothing keeps a graph: the result is detached.
 
     Plain gradient descent converges only for ``inner_lr < 2 / (prox_lambda + L)``, L the
     support loss's smoothness, and an RL surrogate's L grows without bound as the policy's
@@ -90,7 +93,9 @@ def proximal_adapt(
     if inner_tol is not None and inner_tol <= 0:
         raise ValueError(f"inner_tol must be positive or None, got {inner_tol}")
     n = task_count(support)
-    theta = per_task({k: v.detach() for k, v in params.items()}, n)
+    theta = {k: v.detach() for k, v in params.items()}
+    if not stacked:
+        theta = per_task(theta, n)
     adapted = {k: v.clone() for k, v in theta.items()}
 
     def support_total(p: Params) -> tuple[Tensor, Tensor]:

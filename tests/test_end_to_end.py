@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -251,3 +252,25 @@ def test_evaluating_the_last_checkpoint_keeps_the_best_checkpoints_results(tmp_p
                  "--no-progress"]) == 0
     assert (run / "eval.json").read_text() == best
     assert json.loads((run / "eval_last.json").read_text())["checkpoint"] == "last"
+
+
+def test_imaml_runs_evaluate_with_proximal_solves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """iMAML adapts at test time as it did in training: one proximal solve per step, anchored
+    at the current (per-task) policy, not a plain gradient step."""
+    from metarl import evaluation
+
+    run = tmp_path / "run"
+    _train(run, "--learner", "imaml", "--outer", "adam", "--inner-steps", "3")
+    anchors_stacked = []
+    solve = evaluation.proximal_adapt  # type: ignore[attr-defined]
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        anchors_stacked.append(kwargs.get("stacked"))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "proximal_adapt", spy)
+    assert main(["eval", str(run), "--tasks", "2", "--steps", "2", "--episodes", "2",
+                 "--no-progress"]) == 0
+    assert anchors_stacked == [True, True]
