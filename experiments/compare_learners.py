@@ -61,19 +61,28 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
-def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list[str]) -> Path:
+def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list[str]
+                       ) -> Path | None:
+    """The evaluated run directory, or None (reported) if training or evaluation failed: one
+    learner's failure does not stop the comparison of the others."""
     run_dir = out / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
     if (run_dir / "eval.json").is_file():
         return run_dir
     metarl = [sys.executable, "-m", "metarl"]
-    if (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / "summary.json").is_file():
-        run([*metarl, "train", "--resume", str(run_dir), "--no-progress"])  # stopped midway
-    elif not (run_dir / "summary.json").is_file():
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to keep
-        run([*metarl, "train", preset, "--run-dir", str(run_dir), "--seed", str(seed),
-             "--no-progress", *LEARNERS[name], *extra])
-    run([*metarl, "eval", str(run_dir), "--no-progress"])
+    try:
+        if ((run_dir / "checkpoints" / "last.pt").is_file()
+                and not (run_dir / "summary.json").is_file()):
+            run([*metarl, "train", "--resume", str(run_dir), "--no-progress"])  # stopped midway
+        elif not (run_dir / "summary.json").is_file():
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to keep
+            run([*metarl, "train", preset, "--run-dir", str(run_dir), "--seed", str(seed),
+                 "--no-progress", *LEARNERS[name], *extra])
+        run([*metarl, "eval", str(run_dir), "--no-progress"])
+    except subprocess.CalledProcessError as error:
+        print(f"FAILED: {name} seed {seed} (exit status {error.returncode}); its error is "
+              "above, its run directory kept", flush=True)
+        return None
     return run_dir
 
 
@@ -104,15 +113,21 @@ def time_learners(preset: str, names: list[str], iterations: int, extra: list[st
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def summarize(runs: dict[str, list[Path]]) -> dict[str, Any]:
+def summarize(runs: dict[str, list[Path | None]]) -> dict[str, Any]:
+    """Per learner, the mean over its finished seeds (``seeds`` of ``seeds_run``)."""
     table: dict[str, Any] = {}
-    for name, dirs in runs.items():
+    for name, maybe_dirs in runs.items():
+        dirs = [d for d in maybe_dirs if d is not None]
+        if not dirs:
+            continue
         evals = [json.loads((d / "eval.json").read_text()) for d in dirs]
         summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
         means = np.array([e["mean"] for e in evals])  # [seeds, steps]
         spread = means.std(axis=0, ddof=1) if len(dirs) > 1 else np.zeros(means.shape[1])
         table[name] = {
             "steps": evals[0]["steps"],
+            "seeds": len(dirs),
+            "seeds_run": len(maybe_dirs),
             "mean": means.mean(axis=0).tolist(),
             "ci95_over_seeds": (1.96 * spread / math.sqrt(len(dirs))).tolist(),
             "training_seconds_per_iteration": float(np.mean(
@@ -133,12 +148,12 @@ def seconds_text(row: dict[str, Any]) -> str:
 def write_markdown(table: dict[str, Any], path: Path) -> None:
     steps = next(iter(table.values()))["steps"]
     header = "| learner | " + " | ".join(f"step {s}" for s in steps)
-    header += " | s / iteration (paired) | peak MB |"
-    lines = [header, "|" + " --- |" * (len(steps) + 3)]
+    header += " | seeds | s / iteration (paired) | peak MB |"
+    lines = [header, "|" + " --- |" * (len(steps) + 4)]
     for name, row in table.items():
         cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(row["mean"], row["ci95_over_seeds"])]
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {seconds_text(row)} | {row['peak_memory_mb']:.0f} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['seeds']} of "
+                     f"{row['seeds_run']} | {seconds_text(row)} | {row['peak_memory_mb']:.0f} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -153,13 +168,15 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else is passed on to `metarl train`
     args.out.mkdir(parents=True, exist_ok=True)
     # seed-major order: a comparison cut short still covers every learner
-    runs: dict[str, list[Path]] = {name: [] for name in args.learners}
+    runs: dict[str, list[Path | None]] = {name: [] for name in args.learners}
     for seed in range(args.seeds):
         for name in args.learners:
             runs[name].append(train_and_evaluate(args.preset, name, seed, args.out, extra))
     table = summarize(runs)
+    if not table:
+        sys.exit("every run failed: nothing to compare")
     if args.timing_iterations > 0:
-        paired = time_learners(args.preset, args.learners, args.timing_iterations, extra)
+        paired = time_learners(args.preset, list(table), args.timing_iterations, extra)
         for name, seconds in paired.items():
             table[name]["seconds_per_iteration"] = seconds
     (args.out / "results.json").write_text(json.dumps(table, indent=2) + "\n")
