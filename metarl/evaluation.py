@@ -29,7 +29,7 @@ from metarl.episodes import episode_returns, episode_success
 from metarl.estimators import reinforce_loss
 from metarl.imaml import proximal_adapt
 from metarl.linalg import Params
-from metarl.policy_proximal import anchored_batch, clipped_ratio_loss
+from metarl.policy_proximal import anchored_batch, floored_surrogate_loss
 from metarl.rollout import rollout
 from metarl.trainer import advantages_batch, build_policy, load_params
 
@@ -63,7 +63,7 @@ def evaluate_adaptation(
     held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)
     loss = reinforce_loss(policy)
-    proximal_loss = clipped_ratio_loss(policy)
+    proximal_loss = floored_surrogate_loss(policy)
     adapted = per_task({k: v.detach() for k, v in params.items()}, tasks)
     returns, successes, paths, adapted_per_step = [], [], [], [adapted]
     rates = step_learning_rates(config.inner_lr, steps)

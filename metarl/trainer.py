@@ -54,7 +54,7 @@ from metarl.maml import (
 from metarl.outer import AdamState, adam_init, adam_step, trpo_step
 from metarl.plots import plot_training_curves
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
-from metarl.policy_proximal import anchored_batch, clipped_ratio_loss
+from metarl.policy_proximal import anchored_batch, floored_surrogate_loss
 from metarl.promp import promp_step
 from metarl.reptile import reptile_direction
 from metarl.resources import peak_rss_mb
@@ -164,7 +164,7 @@ def sample_episodes(
             continue
         batches.append(advantages_batch(episodes, c))
         if c.learner == "imaml":
-            adapted = proximal_adapt(clipped_ratio_loss(policy), params,
+            adapted = proximal_adapt(floored_surrogate_loss(policy), params,
                                      anchored_batch(policy, params, batches[-1]), c.prox_lambda,
                                      c.inner_lr, c.inner_steps).adapted
         else:
@@ -358,7 +358,7 @@ class MetaLearner:
             return loss, direction, {}
         if c.learner == "imaml":
             return imaml_gradient(
-                clipped_ratio_loss(self.policy), self.outer_loss, params,
+                floored_surrogate_loss(self.policy), self.outer_loss, params,
                 anchored_batch(self.policy, params, batch.supports[0]), batch.query,
                 c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.prox_damping,
             )

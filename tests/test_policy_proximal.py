@@ -1,6 +1,6 @@
-"""iMAML's policy inner loss (``metarl.policy_proximal``) in float64: its value by hand, its
-first gradient equal to the policy gradient, and a proximal problem that has a minimiser where
-the MAML-RL surrogate's has none."""
+"""iMAML's policy inner loss (``metarl.policy_proximal``) in float64: its value by hand, equal
+to the MAML-RL surrogate (value, gradient, Hessian) near theta, and a proximal problem that has a
+minimiser where the MAML-RL surrogate's has none."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ from metarl.episodes import StepBatch
 from metarl.estimators import reinforce_loss
 from metarl.imaml import proximal_adapt
 from metarl.policies import GaussianMLPPolicy
-from metarl.policy_proximal import CLIP, AnchoredBatch, anchored_batch, clipped_ratio_loss
+from metarl.policy_proximal import (
+    RATIO_FLOOR,
+    AnchoredBatch,
+    anchored_batch,
+    floored_surrogate_loss,
+)
 
 N, M, OBS, ACT = 3, 16, 2, 1
 
@@ -40,59 +45,81 @@ class _FixedRatio:
 
 
 def test_loss_by_hand() -> None:
-    # A = 1 at ratio 1.5 (clipped to 1.2); A = -1 at ratio 0.5 (min picks clip 0.8 * -1)
-    steps = StepBatch(torch.zeros(1, 2, 1), torch.zeros(1, 2, 1),
-                      torch.tensor([[1.0, -1.0]]), torch.ones(1, 2))
-    batch = AnchoredBatch(steps, torch.zeros(1, 2))
-    ratios = torch.tensor([[1.5, 0.5]], dtype=torch.float64)
-    loss = clipped_ratio_loss(_FixedRatio())({"r": ratios.log()}, batch)
-    assert loss.item() == pytest.approx(-(1.2 * 1.0 + 0.8 * -1.0) / 2)
+    # log-ratios 0.4 (A = 2), -0.5 (A = -1, above the floor), -5 (A = -3, floored at log 0.1),
+    # -5 (A = 1: positive advantages are never floored)
+    steps = StepBatch(torch.zeros(1, 4, 1), torch.zeros(1, 4, 1),
+                      torch.tensor([[2.0, -1.0, -3.0, 1.0]], dtype=torch.float64),
+                      torch.ones(1, 4, dtype=torch.float64))
+    anchor = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64)
+    log_prob = anchor + torch.tensor([[0.4, -0.5, -5.0, -5.0]], dtype=torch.float64)
+    loss = floored_surrogate_loss(_FixedRatio())({"r": log_prob},
+                                                 AnchoredBatch(steps, anchor))
+    used = [0.5 * 2.0, -0.3 * -1.0, (0.3 + math.log(RATIO_FLOOR)) * -3.0, -4.6 * 1.0]
+    assert loss.item() == pytest.approx(-sum(used) / 4, abs=1e-12)
 
 
-def test_first_gradient_is_the_policy_gradient() -> None:
+def test_near_theta_it_is_the_maml_rl_surrogate() -> None:
+    """Every ratio above the floor: same value, gradient and Hessian-vector product as the
+    MAML-RL surrogate, at theta and at a point moved a little from it."""
     policy, theta, batch = _policy_and_batch()
     stacked = per_task(theta, N)
     anchored = anchored_batch(policy, theta, batch)
-    clipped = torch.func.grad(lambda p: clipped_ratio_loss(policy)(p, anchored).sum())(stacked)
-    plain = torch.func.grad(lambda p: reinforce_loss(policy)(p, batch).sum())(stacked)
-    for name in theta:
-        assert torch.allclose(clipped[name], plain[name], atol=1e-12)
+    floored, plain = floored_surrogate_loss(policy), reinforce_loss(policy)
+    g = torch.Generator().manual_seed(5)
+    moved = {k: v + 0.01 * torch.randn(v.shape, generator=g, dtype=v.dtype)
+             for k, v in stacked.items()}
+    direction = {k: torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in theta.items()}
+    for point in (stacked, moved):
+        assert torch.allclose(floored(point, anchored), plain(point, batch), atol=1e-12)
+
+        def grad_of(loss, data):
+            return torch.func.grad(lambda p: loss(p, data).sum())
+
+        for name in theta:
+            assert torch.allclose(grad_of(floored, anchored)(point)[name],
+                                  grad_of(plain, batch)(point)[name], atol=1e-12)
+        tangent = per_task(direction, N)
+        hv_floored = torch.func.jvp(grad_of(floored, anchored), (point,), (tangent,))[1]
+        hv_plain = torch.func.jvp(grad_of(plain, batch), (point,), (tangent,))[1]
+        for name in theta:
+            assert torch.allclose(hv_floored[name], hv_plain[name], atol=1e-10)
 
 
 def test_bounded_below_where_the_reinforce_surrogate_is_not() -> None:
-    """Shrinking the standard deviation (mean fixed) sends the MAML-RL surrogate to minus
-    infinity through the negative-advantage steps; the clipped loss stays above
-    -(1 + eps) mean(max(A, 0))."""
+    """Every advantage negative and the standard deviation shrinking (mean fixed): the MAML-RL
+    surrogate sum |A| log pi goes to minus infinity; the floored loss stays above
+    mean |A| log(floor pi_theta)."""
     policy, theta, batch = _policy_and_batch()
-    anchored = anchored_batch(policy, theta, batch)
-    floor = -(1 + CLIP) * batch.advantages.clamp(min=0).mean(-1)
-    for log_std in (-2.0, -10.0, -30.0):
-        sharp = dict(theta, log_std=torch.full((ACT,), log_std, dtype=torch.float64))
-        assert bool((clipped_ratio_loss(policy)(per_task(sharp, N), anchored)
-                     >= floor - 1e-12).all())
-    # every advantage negative: each task's surrogate is sum |A| log pi, unbounded below
     negative = batch._replace(advantages=-batch.advantages.abs())
-    assert bool((clipped_ratio_loss(policy)(per_task(sharp, N),
-                                            anchored._replace(steps=negative)) >= 0).all())
+    anchored = anchored_batch(policy, theta, negative)
+    bound = (negative.advantages.abs() * (anchored.anchor_log_prob + math.log(RATIO_FLOOR))
+             ).mean(-1)
+    sharp = dict(theta, log_std=torch.full((ACT,), -30.0, dtype=torch.float64))
+    floored = floored_surrogate_loss(policy)(per_task(sharp, N), anchored)
+    assert torch.allclose(floored, bound, atol=1e-12)  # every action is at the floor
     assert bool((reinforce_loss(policy)(per_task(sharp, N), negative) < -1e20).all())
 
 
 def test_proximal_solve_of_a_sharp_policy_stays_finite() -> None:
     """From a sharpened policy (std e^-3) with a generous rate, the proximal solve on the
-    clipped loss ends finite with its objective below the start, while on the MAML-RL surrogate
-    the objective falls without bound."""
+    floored loss ends finite, below where it started and above the loss's lower bound, while on
+    the MAML-RL surrogate the proximal objective keeps falling."""
     policy, theta, batch = _policy_and_batch(log_std=-3.0)
     anchored = anchored_batch(policy, theta, batch)
-    clipped = proximal_adapt(clipped_ratio_loss(policy), theta, anchored, 2.0, 0.5, 50)
-    assert all(bool(torch.isfinite(v).all()) for v in clipped.adapted.values())
-    objective = clipped_ratio_loss(policy)(clipped.adapted, anchored)
-    start = clipped_ratio_loss(policy)(per_task(theta, N), anchored)
-    assert bool((objective < start).all())
-    plain = proximal_adapt(reinforce_loss(policy), theta, batch, 2.0, 0.5, 50)
-    value = reinforce_loss(policy)(plain.adapted, batch)
-    prox = sum((plain.adapted[k] - theta[k]).flatten(1).square().sum(1) for k in theta)
-    assert bool((value + prox < -1e3).any())  # no minimiser: it keeps descending
-    assert not math.isnan(float(objective.sum()))
+
+    def objective(loss, params, data):
+        prox = sum((params[k] - theta[k]).flatten(1).square().sum(1) for k in theta)
+        return loss(params, data) + prox  # lambda / 2 = 1
+
+    floored_loss = floored_surrogate_loss(policy)
+    floored = proximal_adapt(floored_loss, theta, anchored, 2.0, 0.5, 200)
+    assert all(bool(torch.isfinite(v).all()) for v in floored.adapted.values())
+    end = objective(floored_loss, floored.adapted, anchored)
+    assert bool((end < objective(floored_loss, per_task(theta, N), anchored)).all())
+    assert bool((end > -1e3).all())  # bounded, where the plain surrogate's falls past -1e3
+    plain_loss = reinforce_loss(policy)
+    plain = proximal_adapt(plain_loss, theta, batch, 2.0, 0.5, 200)
+    assert bool((objective(plain_loss, plain.adapted, batch) < -1e3).any())  # keeps descending
 
 
 def test_stacked_anchors_solve_each_task_around_its_own() -> None:
