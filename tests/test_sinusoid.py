@@ -1,7 +1,6 @@
-"""Sinusoid tasks, the functional MLP, and the supervised meta-training library."""
+"""Sinusoid tasks, the functional MLP and its losses, adaptation and MAML's meta-gradient on it."""
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -9,12 +8,7 @@ import torch
 from metarl.adaptation import adapt, per_task
 from metarl.fewshot.models import MLP, mlp, mse_loss
 from metarl.fewshot.sinusoid import SinusoidTasks, sinusoid
-from metarl.fewshot.supervised import (
-    LEARNERS,
-    evaluate_sinusoid,
-    initial_params,
-    train_sinusoid,
-)
+from metarl.fewshot.supervised import initial_params
 from metarl.maml import meta_gradient
 
 
@@ -120,43 +114,3 @@ def test_meta_gradient_modes_agree_on_the_mlp() -> None:
         for k in grads:
             assert torch.allclose(grads[k], other[k], atol=1e-12)
 
-
-def test_evaluate_returns_the_promised_keys() -> None:
-    metrics = evaluate_sinusoid(initial_params(), tasks=30, steps=3, queries=10)
-    expected = {f"query/mse_{s}{suffix}" for s in range(4) for suffix in ("", "_ci95")}
-    assert set(metrics) == expected
-    assert all(math.isfinite(v) and v >= 0 for v in metrics.values())
-    assert metrics == evaluate_sinusoid(initial_params(), tasks=30, steps=3, queries=10)
-
-
-@pytest.mark.parametrize("learner", LEARNERS)
-def test_a_tiny_training_run_works(learner: str) -> None:
-    losses: list[float] = []
-    start = initial_params()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # iMAML's CG curvature warning on an untrained net
-        params = train_sinusoid(learner, 20, meta_batch_size=5,  # type: ignore[arg-type]
-                                inner_steps=2 if learner == "reptile" else 1,
-                                callback=lambda i, m: losses.append(m["outer/loss"]))
-    assert len(losses) == 20 and all(math.isfinite(v) for v in losses)
-    assert params.keys() == start.keys()
-    assert all(params[k].shape == start[k].shape for k in params)
-    assert any(not torch.equal(params[k], start[k]) for k in params)
-
-
-def test_train_validates_its_arguments() -> None:
-    with pytest.raises(ValueError, match="learner"):
-        train_sinusoid("protonet", 1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="inner_lr"):
-        train_sinusoid("maml", 1, inner_lr=0.0)
-    with pytest.warns(UserWarning, match="joint training"):
-        train_sinusoid("reptile", 1, meta_batch_size=2)
-
-
-@pytest.mark.slow
-def test_short_maml_beats_the_pretrained_baseline_after_one_step() -> None:
-    maml = train_sinusoid("maml", 3000)
-    pretrained = train_sinusoid("pretrained", 3000)
-    maml_mse = evaluate_sinusoid(maml, tasks=600, steps=1)["query/mse_1"]
-    pretrained_mse = evaluate_sinusoid(pretrained, tasks=600, steps=1)["query/mse_1"]
-    assert maml_mse < 0.7 * pretrained_mse

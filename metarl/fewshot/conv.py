@@ -19,8 +19,8 @@ folded channels then gives exactly the per-task statistics. For MAML's meta-grad
 grouped convolution was the fastest or tied: seconds per second-order meta-gradient with
 max-pooling 0.97 (grouped) / 1.32 (vmap of the shared forward) / 1.65 (loop over tasks) /
 1.07 (``meta_gradient(mode="vmap", chunk_size=8)``) / 1.08 (``mode="loop"``); with stride-2
-convolutions 0.33 / 0.33 / 0.90 / 0.41 / 0.63 (``experiments/omniglot_benchmark.py
---timings``). ``per_task_mode`` selects the others for comparison.
+convolutions 0.33 / 0.33 / 0.90 / 0.41 / 0.63 (measured with the grouped/vmap/loop per-task
+modes, which ``per_task_mode`` still selects for comparison, and ``meta_gradient``'s own modes).
 """
 
 from __future__ import annotations
