@@ -150,26 +150,37 @@ def batched_conjugate_gradient(
     ``b`` is ``[N, P]`` and ``matvec`` maps ``[N, P] -> [N, P]`` row by row (``A`` is
     block-diagonal). Every row has its own step sizes, so its iterates are those of
     Hestenes-Stiefel CG (as ``metarl.linalg.conjugate_gradient``) on its own system; a row stops
-    once ``|r_i|^2 <= tol``, and all stop after ``iters`` products.
+    once ``|r_i|^2 <= tol``, and all stop after ``iters`` products. A row whose search
+    direction meets non-positive curvature (``A_i`` not positive definite there) stops with its
+    current iterate, or ``b_i`` if that is its first iteration, with a warning.
     """
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rr = (r * r).sum(1)
     iterations = torch.zeros(b.shape[0], dtype=torch.long)
+    stopped = torch.zeros(b.shape[0], dtype=torch.bool)
     for _ in range(iters):
-        active = rr > tol
+        active = (rr > tol) & ~stopped
         if not bool(active.any()):
             break
         ap = matvec(p)
         pap = (p * ap).sum(1)
-        if bool((active & (pap <= 0)).any()):
+        negative = active & (pap <= 0)
+        if bool(negative.any()):
             warnings.warn(
                 "conjugate gradient met a non-positive curvature p^T A p <= 0: the system is not "
-                "positive definite (raise cg_damping)",
+                "positive definite (raise cg_damping); those tasks keep their last iterate",
                 RuntimeWarning,
                 stacklevel=2,
             )
+            # Truncated CG (Steihaug 1983): a step along negative curvature would send x off
+            # towards an ascent direction of unbounded size, so the task stops where it is; one
+            # stopped before its first step answers b itself, the first-order direction.
+            first = negative & (iterations == 0)
+            x = torch.where(first.unsqueeze(1), b, x)
+            stopped = stopped | negative
+            active = active & ~negative
         one = torch.ones_like(rr)
         alpha = torch.where(active, rr / torch.where(active, pap, one), 0.0)
         x = x + alpha.unsqueeze(1) * p

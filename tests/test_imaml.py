@@ -212,9 +212,27 @@ def test_batched_conjugate_gradient_matches_solve() -> None:
     assert float(result.residual_norm.max()) < 1e-12
 
 
+def test_cg_stops_at_negative_curvature_keeping_its_last_iterate() -> None:
+    """Row 0 is positive definite and solved exactly; row 1, diag(1, -1) with b = (1, 0.1),
+    takes one positive-curvature step (b^T A b = 0.99) and then meets p^T A p < 0: it keeps
+    its first iterate (b^T b / b^T A b) b instead of stepping towards the saddle."""
+    a = torch.stack([torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)),
+                     torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))])
+    b = torch.tensor([[1.0, 1.0], [1.0, 0.1]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="positive definite"):
+        result = batched_conjugate_gradient(lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, 10,
+                                            tol=1e-28)
+    assert torch.allclose(result.solution[0], torch.linalg.solve(a[0], b[0]), atol=1e-12)
+    first = (b[1] @ b[1]) / (b[1] @ a[1] @ b[1]) * b[1]
+    assert torch.allclose(result.solution[1], first, atol=1e-12)
+    assert result.iterations.tolist() == [2, 1]
+
+
 def test_indefinite_hessian_needs_damping() -> None:
     """A support Hessian with an eigenvalue below -lambda makes I + H / lambda indefinite;
-    CG warns, and damping (1 + d) I + H / lambda restores a positive definite system."""
+    CG warns and stops before stepping along the negative curvature (here at once, answering
+    the query gradient itself rather than the exact solve's -2 e_0, an ascent direction), and
+    damping (1 + d) I + H / lambda restores a positive definite system."""
     eye = torch.eye(D, dtype=torch.float64)
     a = eye.clone()
     a[0, 0] = -1.5 * LAMBDA
@@ -222,8 +240,10 @@ def test_indefinite_hessian_needs_damping() -> None:
     query = (eye.expand(1, D, D), -eye[:1])  # grad Q(theta) = e_0, the negative direction
     theta = torch.zeros(D, dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="positive definite"):
-        imaml_gradient(_loss, _loss, _params(theta), support, query, LAMBDA, 0.1, 0,
-                       cg_iters=D)
+        _, truncated, info = imaml_gradient(_loss, _loss, _params(theta), support, query,
+                                            LAMBDA, 0.1, 0, cg_iters=D)
+    assert torch.equal(_vector(truncated), eye[0])
+    assert info["outer/cg_iterations"] == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, grads, _ = imaml_gradient(_loss, _loss, _params(theta), support, query, LAMBDA,
