@@ -21,6 +21,7 @@ each training process's own.
 A finished (learner, seed) run is reused when its eval.json exists and a stopped one resumes from
 its last checkpoint (`metarl train --resume`), so an interrupted comparison continues where it
 stopped. Runs go seed by seed (every learner's seed 0 first) unless --learners picks some.
+`--report-only` trains nothing and tabulates the runs already evaluated.
 """
 
 from __future__ import annotations
@@ -61,13 +62,17 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
-def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list[str]
-                       ) -> Path | None:
+def train_and_evaluate(preset: str, name: str, seed: int, out: Path, extra: list[str],
+                       report_only: bool = False) -> Path | None:
     """The evaluated run directory, or None (reported) if training or evaluation failed: one
-    learner's failure does not stop the comparison of the others."""
+    learner's failure does not stop the comparison of the others. With ``report_only`` nothing
+    is trained: a run not yet evaluated is left out."""
     run_dir = out / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
     if (run_dir / "eval.json").is_file():
         return run_dir
+    if report_only:
+        print(f"not finished, left out: {name} seed {seed}", flush=True)
+        return None
     metarl = [sys.executable, "-m", "metarl"]
     try:
         if ((run_dir / "checkpoints" / "last.pt").is_file()
@@ -163,6 +168,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--learners", nargs="*", default=list(LEARNERS), choices=list(LEARNERS))
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate the runs already evaluated")
     parser.add_argument("--timing-iterations", type=int, default=20,
                         help="meta-iterations per learner in the paired timing (0: skip it)")
     args, extra = parser.parse_known_args()  # anything else is passed on to `metarl train`
@@ -171,10 +178,11 @@ def main() -> None:
     runs: dict[str, list[Path | None]] = {name: [] for name in args.learners}
     for seed in range(args.seeds):
         for name in args.learners:
-            runs[name].append(train_and_evaluate(args.preset, name, seed, args.out, extra))
+            runs[name].append(train_and_evaluate(args.preset, name, seed, args.out, extra,
+                                                 args.report_only))
     table = summarize(runs)
     if not table:
-        sys.exit("every run failed: nothing to compare")
+        sys.exit("no run finished: nothing to compare")
     if args.timing_iterations > 0:
         paired = time_learners(args.preset, list(table), args.timing_iterations, extra)
         for name, seconds in paired.items():
