@@ -179,6 +179,7 @@ def batched_conjugate_gradient(
             # stopped before its first step answers b itself, the first-order direction.
             first = negative & (iterations == 0)
             x = torch.where(first.unsqueeze(1), b, x)
+            r = torch.where(first.unsqueeze(1), b - ap, r)  # p = b there: the residual of x = b
             stopped = stopped | negative
             active = active & ~negative
         one = torch.ones_like(rr)

@@ -244,6 +244,8 @@ def test_indefinite_hessian_needs_damping() -> None:
                                             LAMBDA, 0.1, 0, cg_iters=D)
     assert torch.equal(_vector(truncated), eye[0])
     assert info["outer/cg_iterations"] == 0
+    # the residual reported is that of the answer: |e_0 - (I + A / lambda) e_0| = 1.5
+    assert info["outer/cg_residual"] == pytest.approx(1.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, grads, _ = imaml_gradient(_loss, _loss, _params(theta), support, query, LAMBDA,
