@@ -14,7 +14,8 @@ Two things differ from stepping one ``MjData`` (both measured by the tests):
   episodes agree in distribution, not path by path.
 - The Ant's contact forces (``cfrc_ext``, for its observation and contact cost) are not part of
   the rollout's output: both this and the single environment compute them at the new state with
-  ``locomotion.contact_forces`` (one forward pass per sub-environment, in a Python loop).
+  ``locomotion.contact_forces`` (one forward pass per sub-environment; here spread over the
+  simulator's threads by ``ThreadedContactForces``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ from metarl.envs.locomotion import (
     StepArrays,
     TaskParams,
     check_physics,
-    contact_forces,
     observation,
     reset_state,
     stack_tasks,
     terminated,
 )
+from metarl.envs.threaded_contact_forces import ThreadedContactForces
 
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -66,7 +67,7 @@ class LocomotionVectorEnv(TaskVectorEnv):
         threads = nthread or usable_cores()
         self._rollout = mujoco.rollout.Rollout(nthread=threads)
         self._thread_data = [mujoco.MjData(self.model) for _ in range(threads)]
-        self._scratch = mujoco.MjData(self.model)
+        self._contact_forces = ThreadedContactForces(self.model, threads)
         self._models = [self.model] * num_envs
         nq, nv = self.model.nq, self.model.nv
         self._qpos_slice = slice(1, 1 + nq)  # FULLPHYSICS layout: time, qpos, qvel, act, ...
@@ -88,7 +89,6 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self.observation_space = gymnasium.vector.utils.batch_space(
             self.single_observation_space, num_envs
         )
-        self._contacts: np.ndarray | None = None
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self.family.sample(n, rng)
@@ -135,10 +135,7 @@ class LocomotionVectorEnv(TaskVectorEnv):
         qvel = self._state[:, self._qvel_slice]
         contacts = None
         if self.family.robot.uses_contacts:
-            contacts = np.stack([
-                contact_forces(self.model, self._scratch, qpos[i], qvel[i], action[i])
-                for i in range(self.num_envs)
-            ])
+            contacts = self._contact_forces(qpos, qvel, action)
         step = StepArrays(qpos_before, qpos, qvel, action, contacts, self.dt)
         rewards = self.family.reward(step, self._tasks)
         done = terminated(self.family, qpos, qvel)
@@ -146,8 +143,9 @@ class LocomotionVectorEnv(TaskVectorEnv):
         return self._observe(qpos, qvel, contacts), rewards, done, truncated, {}
 
     def close(self, **kwargs: Any) -> None:
-        """Stop the simulator's thread pool (idempotent)."""
+        """Stop the simulator's thread pools (idempotent)."""
         self._rollout.close()
+        self._contact_forces.close()
         super().close(**kwargs)
 
     def _observe(self, qpos: np.ndarray, qvel: np.ndarray,
