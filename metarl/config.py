@@ -108,6 +108,9 @@ class TrainConfig:
         checkpoint_interval: iterations between two saved checkpoints.
         skip_nonfinite: on a NaN or inf in a training step, skip that batch (counted in the
             metric guard/skipped) instead of stopping the run with an error.
+        max_minutes: training time budget: the run stops (saving its last checkpoint) after the
+            iteration that ends past it, counting the time of earlier sessions of a resumed run;
+            0 means no budget. The iteration count then depends on the machine's speed.
         rollout_timeout_s: seconds the sampling of one meta-iteration may take; a sampler that
             stalls longer stops the run with a one-line error, keeping the last checkpoint
             (metarl.watchdog). Generous by default; 0 disables the limit.
@@ -160,6 +163,7 @@ class TrainConfig:
     checkpoint_interval: int = 50
     video_interval: int = 0
     skip_nonfinite: bool = False
+    max_minutes: float = 0.0
     rollout_timeout_s: float = 1800.0
     eval_tasks: int = 40
     eval_steps: int = 3
@@ -195,6 +199,8 @@ class TrainConfig:
                      "inner_kl_coef", "inner_kl_target"):
             _require(self, name, getattr(self, name) > 0, "> 0")
         _require(self, "cg_damping", self.cg_damping >= 0, ">= 0")
+        _require(self, "max_minutes", math.isfinite(self.max_minutes) and self.max_minutes >= 0,
+                 "finite and >= 0 (0: no budget)")
         _require(self, "rollout_timeout_s",
                  math.isfinite(self.rollout_timeout_s) and self.rollout_timeout_s >= 0,
                  "finite and >= 0 (0: no limit)")

@@ -403,11 +403,12 @@ class MetaLearner:
 
 def checkpoint_payload(
     config: TrainConfig, state: TrainState, query_return: float | None = None,
-    rng: dict[str, Any] | None = None,
+    rng: dict[str, Any] | None = None, train_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """What a checkpoint holds; ``query_return`` is the training return ``state.params`` earned
     after adaptation, when it was measured. With the learner's ``rng`` streams it holds all a
-    resumed run needs to continue exactly as if it had never stopped."""
+    resumed run needs to continue exactly as if it had never stopped; ``train_seconds`` (all
+    sessions' training time so far) lets a resumed run keep to its ``max_minutes``."""
     return {
         "params": state.params,
         "iteration": state.iteration,
@@ -418,6 +419,7 @@ def checkpoint_payload(
         "adam": None if state.adam is None else state.adam._asdict(),
         "query_return": query_return,
         "rng": rng,
+        "train_seconds": train_seconds,
         "config": config.to_dict(),
     }
 
@@ -477,6 +479,13 @@ def resume_state(config: TrainConfig, run_dir: Path, learner: MetaLearner) -> Tr
     return state
 
 
+def trained_seconds(run_dir: Path) -> float:
+    """Training time of the earlier sessions of the run in ``run_dir`` (0 for a new run, or a
+    checkpoint written before the time was recorded)."""
+    last = run_dir / "checkpoints" / "last.pt"
+    return float(load_checkpoint(last).get("train_seconds", 0.0)) if last.exists() else 0.0
+
+
 def truncate_metrics(path: Path, iteration: int) -> None:
     """Drop the metrics logged after ``iteration`` (the run resumes from there), atomically."""
     if not path.is_file():
@@ -508,7 +517,7 @@ def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -
 
 
 # Fields a resumed run may change: they affect neither the maths nor the random streams.
-RESUMABLE_CHANGES = frozenset({"iterations", "log_interval", "checkpoint_interval",
+RESUMABLE_CHANGES = frozenset({"iterations", "max_minutes", "log_interval", "checkpoint_interval",
                                "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
                                "rollout_timeout_s",
                                # either sampler gives the same episodes: a run may move to Ray
@@ -525,18 +534,25 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
     with the optimiser state and random streams; an interruption (Ctrl-C) saves it before
     stopping. With ``resume`` the run continues from ``last.pt`` and ends exactly where an
     uninterrupted run would (same parameters and metrics, on the same machine and threads).
+    A ``max_minutes`` budget ends the run early, after the iteration that passes it.
     """
     torch.set_num_threads(resolve_threads(config.torch_threads))
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
     checkpoints = run_dir / "checkpoints"
     try:
         state = resume_state(config, run_dir, learner) if resume else learner.initial_state()
+        seconds_before = trained_seconds(run_dir) if resume else 0.0
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     except BaseException:
         learner.close()  # Ray workers, if any, end with the run however it ends
         raise
     started = time.perf_counter()
+
+    def elapsed() -> float:
+        """Training seconds of all sessions of this run."""
+        return seconds_before + time.perf_counter() - started
+
     metrics: dict[str, float] = {}
     iteration_seconds: list[float] = []
     rng = learner.rng_state()  # the streams as of state.iteration, never mid-iteration
@@ -558,15 +574,24 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
                                     checkpoint_payload(config, previous, metrics["query/return"]))
                 if state.iteration % config.checkpoint_interval == 0:
                     save_checkpoint(checkpoints / "last.pt",
-                                    checkpoint_payload(config, state, rng=rng))
+                                    checkpoint_payload(config, state, rng=rng,
+                                                       train_seconds=elapsed()))
                 if config.video_interval and state.iteration % config.video_interval == 0:
                     record_training_video(run_dir, state, logger)
+                if (0 < config.max_minutes * 60 <= elapsed()
+                        and state.iteration < config.iterations):
+                    logger.bar.write(f"stopped at iteration {state.iteration}: the time budget "
+                                     f"of {config.max_minutes:g} minutes is spent")
+                    break
         finally:
             if state.iteration > 0:
-                save_checkpoint(checkpoints / "last.pt", checkpoint_payload(config, state, rng=rng))
+                save_checkpoint(checkpoints / "last.pt",
+                                checkpoint_payload(config, state, rng=rng,
+                                                   train_seconds=elapsed()))
     summary = {
         "iterations": state.iteration,
         "minutes": (time.perf_counter() - started) / 60,
+        "train_minutes_total": elapsed() / 60,
         "seconds_per_iteration_median": (statistics.median(iteration_seconds)
                                          if iteration_seconds else None),
         "peak_memory_mb": peak_rss_mb(),

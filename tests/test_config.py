@@ -72,6 +72,8 @@ def test_config_is_frozen() -> None:
         ("gamma", -0.1),
         ("gae_lambda", 2.0),
         ("baseline_ridge", 0.0),
+        ("max_minutes", -1.0),
+        ("max_minutes", float("inf")),
         ("seed", -1),
         ("torch_threads", -1),
         ("log_interval", 0),

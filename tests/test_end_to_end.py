@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from metarl.bench import run_bench
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
 from metarl.config import TrainConfig
 from metarl.trainer import MetaLearner
@@ -219,6 +219,27 @@ def test_resume_refuses_a_changed_config(tmp_path: Path,
     assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 3
     assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3]
+
+
+def test_time_budget_stops_the_run_and_counts_earlier_sessions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    _train(run, "--max-minutes", "1e-9")  # of 2 iterations; spent by the first
+    assert "stopped at iteration 1: the time budget" in capsys.readouterr().out
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["iteration"] == 1 and last["train_seconds"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations"] == 1 and summary["train_minutes_total"] > 0
+    # earlier sessions count: with an hour already trained, an hour's budget stops the resumed
+    # run after one more iteration
+    save_checkpoint(run / "checkpoints" / "last.pt", {**last, "train_seconds": 3600.0})
+    more = ["--iterations", "5", "--no-progress"]
+    assert main(["train", "--resume", str(run), *more, "--max-minutes", "60"]) == 0
+    again = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert again["iteration"] == 2 and again["train_seconds"] > 3600.0
+    # no budget: the run finishes its iterations
+    assert main(["train", "--resume", str(run), *more, "--max-minutes", "0"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 5
 
 
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
