@@ -35,7 +35,7 @@ gradient 22 ms against 430 ms; the reused graph made CG 2.8x faster than product
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -84,6 +84,24 @@ def proximal_adapt(
     (the rejected trial counts as a step). The objective then never increases, and where the
     fixed rate is stable nothing changes.
     """
+    *_, solution = proximal_iterates(inner_loss, params, support, prox_lambda, inner_lr,
+                                     inner_steps, inner_tol, stacked)
+    return solution
+
+
+def proximal_iterates(
+    inner_loss: Callable[[Params, Any], Tensor],
+    params: Params,
+    support: Any,
+    prox_lambda: float,
+    inner_lr: float,
+    inner_steps: int,
+    inner_tol: float | None = None,
+    stacked: bool = False,
+) -> Iterator[ProximalSolution]:
+    """``proximal_adapt``'s safeguarded descent, yielding each accepted point: theta (0 steps),
+    then the point after every step (a step undone by the safeguard yields the previous point
+    again). ``metarl eval`` scores the adaptation after each step from these."""
     if prox_lambda <= 0:
         raise ValueError(f"prox_lambda must be positive, got {prox_lambda}")
     if inner_lr <= 0:
@@ -109,8 +127,10 @@ def proximal_adapt(
     accepted_value = torch.empty(0)
     accepted_norms = torch.empty(0)
     steps = 0
-    with torch.no_grad():  # torch.func.grad still differentiates inside no_grad
-        while True:
+    while True:
+        # no_grad is entered per pass, never held across a yield (it would leak to the caller);
+        # torch.func.grad still differentiates inside it
+        with torch.no_grad():
             grads, losses = support_grad(adapted)
             offsets = {k: adapted[k] - theta[k] for k in adapted}
             value = losses.double() + 0.5 * prox_lambda * _flat(offsets, n).double().square().sum(1)
@@ -129,17 +149,18 @@ def proximal_adapt(
                 norms = torch.where(keep, norms, accepted_norms)
                 value = torch.where(keep, value, accepted_value)
             accepted, accepted_prox, accepted_value, accepted_norms = adapted, prox, value, norms
-            if steps == inner_steps:
+        yield ProximalSolution(adapted, norms, steps)
+        if steps == inner_steps:
+            break
+        rate = rates
+        if inner_tol is not None:
+            moving = norms >= inner_tol
+            if not bool(moving.any()):
                 break
-            rate = rates
-            if inner_tol is not None:
-                moving = norms >= inner_tol
-                if not bool(moving.any()):
-                    break
-                rate = rates * moving.to(rates.dtype)
+            rate = rates * moving.to(rates.dtype)
+        with torch.no_grad():
             adapted = {k: v - _per_row(rate.to(v.dtype), v) * prox[k] for k, v in adapted.items()}
-            steps += 1
-    return ProximalSolution(adapted, norms, steps)
+        steps += 1
 
 
 def batched_conjugate_gradient(

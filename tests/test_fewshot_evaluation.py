@@ -19,33 +19,50 @@ Params = dict[str, torch.Tensor]
 
 def _by_hand(config: FewShotConfig, theta: Params, batch: Any, task: int, steps: int
              ) -> list[float]:
-    """One task's query MSE after 0..steps steps, adapted with plain autograd in float64."""
+    """One task's query MSE after 0..steps steps, adapted with plain autograd in float64.
+
+    iMAML's steps descend L + lambda/2 |phi - theta|^2 with its safeguard: a step that raises
+    that objective is undone and the rate halved."""
     sx, sy = batch.support_x[task].double(), batch.support_y[task].double()
     qx, qy = batch.query_x[task].double(), batch.query_y[task].double()
     start = {k: v.double() for k, v in theta.items()}
     phi = dict(start)
     first = {k: torch.zeros_like(v) for k, v in phi.items()}
     second = {k: torch.zeros_like(v) for k, v in phi.items()}
+    lr = config.inner_lr
+
+    def proximal_objective(p: Params) -> float:
+        distance = sum(float(((p[k] - start[k]) ** 2).sum()) for k in p)
+        return float(((mlp(p, sx) - sy) ** 2).mean()) + 0.5 * config.prox_lambda * distance
+
+    accepted, accepted_value = phi, proximal_objective(phi)
     scores = []
     for step in range(steps + 1):
+        if config.learner == "imaml" and step > 0:
+            value = proximal_objective(phi)
+            if value > accepted_value:
+                phi, lr = accepted, lr / 2
+            else:
+                accepted, accepted_value = phi, value
         scores.append(float(((mlp(phi, qx) - qy) ** 2).mean()))
         if step == steps:
             break
         leaves = {k: v.clone().requires_grad_(True) for k, v in phi.items()}
         ((mlp(leaves, sx) - sy) ** 2).mean().backward()
-        lr = config.inner_lr
+        stepped = {}
         for k, leaf in leaves.items():
             assert leaf.grad is not None
             g = leaf.grad
             if config.learner == "imaml":  # gradient of L + lambda/2 |phi - theta|^2
-                phi[k] = phi[k] - lr * (g + config.prox_lambda * (phi[k] - start[k]))
+                stepped[k] = phi[k] - lr * (g + config.prox_lambda * (phi[k] - start[k]))
             elif config.inner_optimizer == "adam":  # beta1 0, beta2 0.999, bias-corrected
                 t = step + 1
                 first[k] = g
                 second[k] = 0.999 * second[k] + 0.001 * g * g
-                phi[k] = phi[k] - lr * first[k] / ((second[k] / (1 - 0.999**t)).sqrt() + 1e-8)
+                stepped[k] = phi[k] - lr * first[k] / ((second[k] / (1 - 0.999**t)).sqrt() + 1e-8)
             else:
-                phi[k] = phi[k] - lr * g
+                stepped[k] = phi[k] - lr * g
+        phi = stepped
     return scores
 
 
@@ -70,6 +87,8 @@ def test_scores_follow_the_learners_test_time_adaptation(changes: dict[str, obje
                                 problem, theta, "test", 3, 4, task_generator(5, "test"))
         assert torch.equal(sgd[:2], scores[:2])  # phi = theta before and after the first step
         assert not torch.allclose(sgd[2:], scores[2:])
+        # and the safeguard acts: task 0's second step raised its objective and was undone
+        assert torch.equal(scores[2, 0], scores[1, 0]) and not torch.equal(sgd[2, 0], sgd[1, 0])
 
 
 def test_tasks_are_evaluated_in_chunks_with_the_same_result() -> None:

@@ -7,7 +7,9 @@ query examples after every step; the mean over tasks and its 95% interval per st
 
 Each learner adapts at test time the way it adapted in training: SGD steps of ``inner_lr``
 (MAML, FOMAML and the pretrained and from-scratch baselines, through the shared
-``metarl.adaptation.adapt_step``); iMAML's proximal gradient steps toward theta; Reptile's inner
+``metarl.adaptation.adapt_step``); iMAML's safeguarded proximal gradient steps toward theta
+(``metarl.imaml.proximal_iterates``: a step that raises the proximal objective is undone and its
+rate halved, so a rate that is stable in training cannot diverge at test); Reptile's inner
 optimiser (SGD, or a fresh Adam per task). Prototypical Networks take no gradient steps: the
 support set enters through the class prototypes, so a ProtoNets run reports one figure, its
 nearest-prototype accuracy, at step 0 (``adaptation: "prototypes"`` in ``eval.json``), and
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +37,7 @@ from metarl.fewshot.conv import Pool
 from metarl.fewshot.learners import REPTILE_ADAM_BETAS
 from metarl.fewshot.problems import Problem, Role, build_problem, task_generator
 from metarl.fewshot.protonet import protonet_logits
+from metarl.imaml import proximal_iterates
 from metarl.outer import adam_init, adam_step
 
 Params = dict[str, Tensor]
@@ -75,27 +79,34 @@ def _chunk_scores(config: FewShotConfig, problem: Problem, theta: Params, batch:
         hits: Tensor = logits.argmax(-1) == batch.query_y
         return hits.float().mean(-1).unsqueeze(0)
     n = batch.support_y.shape[0]
-    start = per_task(theta, n)
-    adapted = start
     kind = adaptation_kind(config)
+    if kind == "proximal sgd":  # iMAML's safeguarded descent on L + lambda/2 |phi - theta|^2
+        iterates: Iterator[Params] = (
+            solution.adapted for solution in proximal_iterates(
+                problem.support_loss, theta, batch, config.prox_lambda, config.inner_lr, steps))
+    else:
+        iterates = _descent(config, problem, per_task(theta, n), batch, steps, kind)
+    scores = []
+    for step, adapted in enumerate(iterates):
+        if step == steps or not final_only:
+            scores.append(problem.score(adapted, batch))
+    return torch.stack(scores)
+
+
+def _descent(config: FewShotConfig, problem: Problem, start: Params, batch: Any, steps: int,
+             kind: str) -> Iterator[Params]:
+    """The parameters after 0..``steps`` SGD (MAML's) or Adam (Reptile's) inner steps."""
+    adapted = start
     adam = adam_init(adapted) if kind == "adam" else None
-    scores = [] if final_only and steps else [problem.score(adapted, batch)]
-    for step in range(steps):
+    yield adapted
+    for _ in range(steps):
         if kind == "sgd":
             adapted = adapt_step(problem.support_loss, adapted, batch, config.inner_lr)
         else:
+            assert adam is not None
             grads = torch.func.grad(summed_over_tasks(problem.support_loss, batch))(adapted)
-            if kind == "proximal sgd":  # the gradient of L + lambda/2 |phi - theta|^2
-                adapted = {k: v - config.inner_lr * (grads[k] + config.prox_lambda
-                                                     * (v - start[k]))
-                           for k, v in adapted.items()}
-            else:
-                assert adam is not None
-                adapted, adam = adam_step(adapted, grads, adam, config.inner_lr,
-                                          REPTILE_ADAM_BETAS)
-        if not final_only or step == steps - 1:
-            scores.append(problem.score(adapted, batch))
-    return torch.stack(scores)
+            adapted, adam = adam_step(adapted, grads, adam, config.inner_lr, REPTILE_ADAM_BETAS)
+        yield adapted
 
 
 def summarize(scores: Tensor) -> tuple[list[float], list[float]]:
