@@ -524,6 +524,29 @@ RESUMABLE_CHANGES = frozenset({"iterations", "max_minutes", "log_interval", "che
                                "sampler", "ray_workers", "ray_address"})
 
 
+def write_summary(run_dir: Path, state: TrainState, metrics: dict[str, float],
+                  iteration_seconds: list[float], session_seconds: float,
+                  total_seconds: float) -> dict[str, Any]:
+    """Write ``summary.json`` (atomically) and ``curves.png`` of a run; returns the summary."""
+    summary = {
+        "iterations": state.iteration,
+        "minutes": session_seconds / 60,
+        "train_minutes_total": total_seconds / 60,
+        "seconds_per_iteration_median": (statistics.median(iteration_seconds)
+                                         if iteration_seconds else None),
+        "peak_memory_mb": peak_rss_mb(),
+        "env_steps": state.env_steps,
+        "best_query_return": state.best_return,
+        "final_support_return": metrics.get("support/return"),
+        "final_query_return": metrics.get("query/return"),
+    }
+    tmp = run_dir / "summary.json.tmp"  # atomic, like every file a run writes
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_dir / "summary.json")
+    plot_training_curves(run_dir / "curves.png", run_dir / "metrics.jsonl")
+    return summary
+
+
 def train(config: TrainConfig, run_dir: Path, progress: bool = True,
           resume: bool = False) -> dict[str, Any]:
     """Meta-train per ``config``, writing config, logs and checkpoints into ``run_dir``.
@@ -532,9 +555,10 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
     training return (the MAML paper's evaluation checkpoint): those in force while that
     iteration sampled, before its outer update. ``checkpoints/last.pt`` holds the latest ones
     with the optimiser state and random streams; an interruption (Ctrl-C) saves it before
-    stopping. With ``resume`` the run continues from ``last.pt`` and ends exactly where an
-    uninterrupted run would (same parameters and metrics, on the same machine and threads).
-    A ``max_minutes`` budget ends the run early, after the iteration that passes it.
+    stopping, and ``summary.json`` and ``curves.png`` as a finished run does. With ``resume``
+    the run continues from ``last.pt`` and ends exactly where an uninterrupted run would (same
+    parameters and metrics, on the same machine and threads). A ``max_minutes`` budget ends the
+    run early, after the iteration that passes it.
     """
     torch.set_num_threads(resolve_threads(config.torch_threads))
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
@@ -555,6 +579,7 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
 
     metrics: dict[str, float] = {}
     iteration_seconds: list[float] = []
+    summary: dict[str, Any] = {}
     rng = learner.rng_state()  # the streams as of state.iteration, never mid-iteration
     with (learner,  # stops the Ray workers, if any, last
           RunLogger(run_dir, config.iterations, progress, initial=state.iteration) as logger,
@@ -583,25 +608,11 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
                     logger.bar.write(f"stopped at iteration {state.iteration}: the time budget "
                                      f"of {config.max_minutes:g} minutes is spent")
                     break
-        finally:
+        finally:  # also when interrupted: the finished iterations keep checkpoint and summary
             if state.iteration > 0:
                 save_checkpoint(checkpoints / "last.pt",
                                 checkpoint_payload(config, state, rng=rng,
                                                    train_seconds=elapsed()))
-    summary = {
-        "iterations": state.iteration,
-        "minutes": (time.perf_counter() - started) / 60,
-        "train_minutes_total": elapsed() / 60,
-        "seconds_per_iteration_median": (statistics.median(iteration_seconds)
-                                         if iteration_seconds else None),
-        "peak_memory_mb": peak_rss_mb(),
-        "env_steps": state.env_steps,
-        "best_query_return": state.best_return,
-        "final_support_return": metrics.get("support/return"),
-        "final_query_return": metrics.get("query/return"),
-    }
-    tmp = run_dir / "summary.json.tmp"  # atomic, like every file a run writes
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, run_dir / "summary.json")
-    plot_training_curves(run_dir / "curves.png", run_dir / "metrics.jsonl")
+                summary = write_summary(run_dir, state, metrics, iteration_seconds,
+                                        time.perf_counter() - started, elapsed())
     return summary

@@ -165,6 +165,9 @@ def test_interrupted_training_keeps_its_finished_work(
     assert "interrupted" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 1
     assert len(_metrics(run)) == 1
+    # the finished iteration is summarised and plotted as a finished run's are
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 1
+    assert (run / "curves.png").stat().st_size > 0
 
 
 def test_training_records_videos_every_video_interval(tmp_path: Path) -> None:

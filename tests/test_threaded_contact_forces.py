@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from metarl.envs.locomotion import LocomotionEnv, contact_forces  # noqa: E402
 from metarl.envs.threaded_contact_forces import ThreadedContactForces  # noqa: E402
 
 
-def _ant_states(n: int) -> tuple[mujoco.MjModel, np.ndarray, np.ndarray, np.ndarray]:
+def _ant_states(n: int) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
     """``n`` Ant states from a random-action episode (it hops: some states touch the ground)."""
     env = LocomotionEnv("AntVel", "peers")
     env.reset(seed=0)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from metarl.checkpoint import content_digest, load_checkpoint
 from metarl.config import TrainConfig
 from metarl.envs.navigation import Navigation2DVectorEnv
 from metarl.fewshot.config import is_fewshot_config
@@ -69,9 +70,15 @@ def test_same_seed_same_metrics_and_checkpoints(
         assert code == 0, err
     helpers.assert_same_run(*runs)
     if settings is RL_SMOKE:  # few-shot checkpoints also record the time spent (their budget)
-        for name in ("last.pt", "best.pt"):
-            first, second = (run / "checkpoints" / name for run in runs)
-            assert first.read_bytes() == second.read_bytes(), name
+        first, second = (run / "checkpoints" / "best.pt" for run in runs)
+        assert first.read_bytes() == second.read_bytes(), "best.pt"
+        # last.pt records the training time too (max_minutes); all else is identical
+        digests = []
+        for run in runs:
+            payload = load_checkpoint(run / "checkpoints" / "last.pt")
+            assert payload.pop("train_seconds") > 0
+            digests.append(content_digest(payload))
+        assert digests[0] == digests[1], "last.pt"
 
 
 def _tasks_drawn(config: TrainConfig, iterations: int) -> list[list[Any]]:
