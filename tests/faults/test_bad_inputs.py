@@ -47,6 +47,7 @@ OUT_OF_RANGE = [
     ("inner_lr", ".nan", "> 0"), ("outer_lr", "-1e-3", "> 0"), ("inner_kl_target", "-1", "> 0"),
     ("cg_damping", "-1e-5", ">= 0"), ("prox_damping", "-1", ">= 0"),
     ("rollout_timeout_s", "-1", "finite and >= 0"), ("rollout_timeout_s", ".inf", "finite"),
+    ("max_minutes", "-1", "finite and >= 0"), ("max_minutes", ".inf", "finite"),
     ("ls_backtrack", "1", "in (0, 1)"), ("ls_backtrack", "0", "in (0, 1)"),
     ("fvp_fraction", "0", "in (0, 1]"), ("fvp_fraction", "1.5", "in (0, 1]"),
     ("gamma", "1.01", "in [0, 1]"), ("gae_lambda", "-0.1", "in [0, 1]"),
