@@ -7,6 +7,7 @@ suite alone).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -206,7 +207,9 @@ class Zygote:
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
         assert self.pid is not None
-        os.kill(self.pid, signum)
+        # a child that ended (and was reaped) just now is gone: wait() reads its exit code
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
 
     def run(self, argv: list[str], log: Path, timeout: float = 120, prelude: str = "") -> int:
         self.start(argv, log, prelude)
