@@ -461,29 +461,24 @@ def check_same_run(config: TrainConfig, saved: dict[str, Any]) -> None:
                          f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
 
 
-def resume_state(config: TrainConfig, run_dir: Path, learner: MetaLearner) -> TrainState:
+def resume_state(config: TrainConfig, run_dir: Path,
+                 learner: MetaLearner) -> tuple[TrainState, float]:
     """Where ``run_dir`` continues from: its last checkpoint (the learner's random streams are
     set from it), or the start when the run stopped before writing one; starting over then
-    reproduces the run exactly. Metrics logged after that point are dropped."""
+    reproduces the run exactly. Metrics logged after that point are dropped. Also returns the
+    training seconds of the earlier sessions (0 when the checkpoint predates their record)."""
     last = run_dir / "checkpoints" / "last.pt"
-    if last.exists():
-        payload = load_checkpoint(last)
-        check_resumable(config, payload)
-        check_params(last, payload["params"], learner.policy.initial_params())
-        state = restore_state(payload)
-        learner.set_rng_state(payload["rng"])
-    else:
+    if not last.exists():
         check_same_run(config, load_config(run_dir / "config.yaml").to_dict())
-        state = learner.initial_state()
+        truncate_metrics(run_dir / "metrics.jsonl", 0)
+        return learner.initial_state(), 0.0
+    payload = load_checkpoint(last)
+    check_resumable(config, payload)
+    check_params(last, payload["params"], learner.policy.initial_params())
+    state = restore_state(payload)
+    learner.set_rng_state(payload["rng"])
     truncate_metrics(run_dir / "metrics.jsonl", state.iteration)
-    return state
-
-
-def trained_seconds(run_dir: Path) -> float:
-    """Training time of the earlier sessions of the run in ``run_dir`` (0 for a new run, or a
-    checkpoint written before the time was recorded)."""
-    last = run_dir / "checkpoints" / "last.pt"
-    return float(load_checkpoint(last).get("train_seconds", 0.0)) if last.exists() else 0.0
+    return state, float(payload.get("train_seconds", 0.0))
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:
@@ -564,8 +559,8 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
     learner = MetaLearner(config)  # fails on a bad env id before the run dir is touched
     checkpoints = run_dir / "checkpoints"
     try:
-        state = resume_state(config, run_dir, learner) if resume else learner.initial_state()
-        seconds_before = trained_seconds(run_dir) if resume else 0.0
+        state, seconds_before = (resume_state(config, run_dir, learner) if resume
+                                 else (learner.initial_state(), 0.0))
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     except BaseException:
