@@ -1,6 +1,6 @@
 """Figures: 2D-navigation paths before and after adaptation (the MAML paper's Fig. 4 view),
-return against gradient steps per method (its Fig. 5 view) and training curves of the returns
-before and after adaptation."""
+return against gradient steps per method (its Fig. 5 view), training curves of the returns
+before and after adaptation, and few-shot training curves (loss and validation score)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,54 @@ def plot_returns_vs_steps(path: Path, results: Mapping[str, Mapping[str, Sequenc
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fewshot_curves(path: Path, runs: Mapping[str, Path], metric: str) -> None:
+    """Few-shot training curves, one line per run (``runs[label]`` is its ``metrics.jsonl``):
+    the training loss as a moving average over 1 % of the logged iterations, and the validation
+    ``metric`` ("mse" or "accuracy", shown in %) with its 95% CI as a band."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    scale = 100.0 if metric == "accuracy" else 1.0
+    plotted = False
+    for label, metrics_jsonl in runs.items():
+        text = metrics_jsonl.read_text() if metrics_jsonl.exists() else ""
+        rows = [json.loads(line) for line in text.splitlines() if line]
+        trained = [row for row in rows if "train/loss" in row]
+        if not trained:  # a run that trains nothing (scratch) has no curves
+            continue
+        plotted = True
+        iterations = np.array([row["iteration"] for row in trained])
+        loss = np.array([row["train/loss"] for row in trained])
+        width = max(1, len(loss) // 100)
+        smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
+        (line,) = loss_ax.plot(iterations[width - 1:], smooth, label=label, linewidth=1.5)
+        validated = [row for row in rows if f"val/{metric}" in row]
+        if validated:
+            at = np.array([row["iteration"] for row in validated])
+            score = scale * np.array([row[f"val/{metric}"] for row in validated])
+            ci = scale * np.array([row.get(f"val/{metric}_ci95", 0.0) for row in validated])
+            val_ax.plot(at, score, "-o", color=line.get_color(), label=label, markersize=3)
+            val_ax.fill_between(at, score - ci, score + ci, color=line.get_color(), alpha=0.2)
+    if not plotted:
+        plt.close(fig)
+        return
+    loss_ax.set_yscale("log")
+    loss_ax.set_ylabel("training loss (moving average)")
+    val_ax.set_ylabel("validation accuracy %" if metric == "accuracy" else "validation MSE")
+    for ax in (loss_ax, val_ax):
+        ax.set_xlabel("meta-iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -98,6 +98,9 @@ def test_sinusoid_learner_trains_and_evaluates(learner: str, tmp_path: Path,
         assert best["iteration"] == best_row["iteration"]
         assert best["val_score"] == pytest.approx(best_row["val/mse"])
         assert summary["iterations"] == 4 and summary["best_val_mse"] == best["val_score"]
+        assert (run / "curves.png").stat().st_size > 0
+    else:
+        assert not (run / "curves.png").exists()  # nothing trained, nothing to draw
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == (
         0 if learner == "scratch" else 4)
     capsys.readouterr()
@@ -168,6 +171,9 @@ def test_resume_after_an_interruption_ends_exactly_where_an_uninterrupted_run_do
     assert main(["train", preset, "--run-dir", str(parts), *common]) == 130
     _one_error_line(capsys, "interrupted")
     assert _state(parts)["iteration"] == 3
+    # the finished iterations are summarised and plotted as a finished run's are
+    assert json.loads((parts / "summary.json").read_text())["iterations"] == 3
+    assert (parts / "curves.png").stat().st_size > 0
     monkeypatch.undo()
     assert main(["train", "--resume", str(parts), "--no-progress"]) == 0
     _assert_same_run(whole, parts)

@@ -13,6 +13,7 @@ bit, on the same machine and threads).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from metarl.fewshot.learners import FewShotState, initial_state, training_step
 from metarl.fewshot.problems import Problem, build_problem, task_generator
 from metarl.logger import RunLogger
 from metarl.outer import AdamState
+from metarl.plots import plot_fewshot_curves
 from metarl.resources import peak_rss_mb
 from metarl.trainer import truncate_metrics
 
@@ -142,69 +144,78 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
         save_checkpoint(checkpoints / "last.pt", checkpoint_payload(
             config, saved, rng, best_score, best_iteration, elapsed()))
 
+    def write_summary(final: FewShotState) -> dict[str, Any]:
+        summary = {
+            "problem": config.problem,
+            "learner": config.learner,
+            "iterations": final.iteration,
+            "minutes": (time.perf_counter() - started) / 60,
+            "train_minutes_total": elapsed() / 60,
+            "seconds_per_iteration_median": statistics.median(seconds) if seconds else None,
+            "cpu_seconds_per_iteration_median": (statistics.median(cpu_seconds) if cpu_seconds
+                                                 else None),
+            "peak_memory_mb": peak_rss_mb(),
+            "torch_threads": torch.get_num_threads(),
+            "stopped_by_time_budget": out_of_time and final.iteration < config.iterations,
+            "final_train_loss": metrics.get("train/loss"),
+            f"best_val_{config.metric}": best_score,
+            "best_iteration": best_iteration,
+        }
+        tmp = run_dir / "summary.json.tmp"  # atomic, like every file a run writes
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, run_dir / "summary.json")
+        plot_fewshot_curves(run_dir / "curves.png", {config.learner: run_dir / "metrics.jsonl"},
+                            config.metric)
+        return summary
+
     if config.learner == "scratch":
         save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
             config, state, None, None, None, 0.0))
         save_last(state, generator.get_state())
-    else:
-        # What an interruption saves: the last state whose metrics were logged, and the
-        # generator as it was then.
-        logged = (state, generator.get_state())
-        with FewShotLogger(run_dir, config.iterations, progress, initial=state.iteration
-                           ) as logger:
-            try:
-                while state.iteration < config.iterations:
-                    began, cpu_began = time.perf_counter(), time.process_time()
-                    state, metrics = training_step(config, problem, state, generator)
-                    metrics["time/iteration_s"] = time.perf_counter() - began
-                    # CPU seconds of this process: on a machine shared with other work, the
-                    # time an iteration would take on free cores (with one torch thread).
-                    metrics["time/iteration_cpu_s"] = time.process_time() - cpu_began
-                    seconds.append(metrics["time/iteration_s"])
-                    cpu_seconds.append(metrics["time/iteration_cpu_s"])
-                    i = state.iteration
-                    out_of_time = 0 < config.max_minutes * 60 <= elapsed()
-                    due = config.val_interval and (i % config.val_interval == 0
-                                                   or i == config.iterations or out_of_time)
-                    if due:
-                        began = time.perf_counter()
-                        score, interval = validation_score(config, problem, state.params)
-                        metrics[f"val/{config.metric}"] = score
-                        metrics[f"val/{config.metric}_ci95"] = interval
-                        metrics["time/validation_s"] = time.perf_counter() - began
-                        if improves(config, score, best_score):
-                            best_score, best_iteration = score, i
-                            save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
-                                config, state, None, score, i, elapsed(), score))
-                    logger.log(i, metrics, i % config.log_interval == 0 or i == 1)
-                    logged = (state, generator.get_state())
-                    if i % config.checkpoint_interval == 0:
-                        save_last(*logged)
-                    if out_of_time and i < config.iterations:
-                        logger.bar.write(f"stopped at iteration {i}: the time budget of "
-                                         f"{config.max_minutes:g} minutes is spent")
-                        break
-            finally:
-                if logged[0].iteration > 0:
+        return write_summary(state)
+    # What an interruption saves: the last state whose metrics were logged, and the
+    # generator as it was then.
+    logged = (state, generator.get_state())
+    summary: dict[str, Any] = {}
+    with FewShotLogger(run_dir, config.iterations, progress, initial=state.iteration
+                       ) as logger:
+        try:
+            while state.iteration < config.iterations:
+                began, cpu_began = time.perf_counter(), time.process_time()
+                state, metrics = training_step(config, problem, state, generator)
+                metrics["time/iteration_s"] = time.perf_counter() - began
+                # CPU seconds of this process: on a machine shared with other work, the
+                # time an iteration would take on free cores (with one torch thread).
+                metrics["time/iteration_cpu_s"] = time.process_time() - cpu_began
+                seconds.append(metrics["time/iteration_s"])
+                cpu_seconds.append(metrics["time/iteration_cpu_s"])
+                i = state.iteration
+                out_of_time = 0 < config.max_minutes * 60 <= elapsed()
+                due = config.val_interval and (i % config.val_interval == 0
+                                               or i == config.iterations or out_of_time)
+                if due:
+                    began = time.perf_counter()
+                    score, interval = validation_score(config, problem, state.params)
+                    metrics[f"val/{config.metric}"] = score
+                    metrics[f"val/{config.metric}_ci95"] = interval
+                    metrics["time/validation_s"] = time.perf_counter() - began
+                    if improves(config, score, best_score):
+                        best_score, best_iteration = score, i
+                        save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
+                            config, state, None, score, i, elapsed(), score))
+                logger.log(i, metrics, i % config.log_interval == 0 or i == 1)
+                logged = (state, generator.get_state())
+                if i % config.checkpoint_interval == 0:
                     save_last(*logged)
-        if not config.val_interval:  # no validation: the best parameters are the last ones
-            save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
-                config, state, None, None, None, elapsed()))
-    summary = {
-        "problem": config.problem,
-        "learner": config.learner,
-        "iterations": state.iteration,
-        "minutes": (time.perf_counter() - started) / 60,
-        "train_minutes_total": elapsed() / 60,
-        "seconds_per_iteration_median": statistics.median(seconds) if seconds else None,
-        "cpu_seconds_per_iteration_median": (statistics.median(cpu_seconds) if cpu_seconds
-                                             else None),
-        "peak_memory_mb": peak_rss_mb(),
-        "torch_threads": torch.get_num_threads(),
-        "stopped_by_time_budget": out_of_time and state.iteration < config.iterations,
-        "final_train_loss": metrics.get("train/loss"),
-        f"best_val_{config.metric}": best_score,
-        "best_iteration": best_iteration,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+                if out_of_time and i < config.iterations:
+                    logger.bar.write(f"stopped at iteration {i}: the time budget of "
+                                     f"{config.max_minutes:g} minutes is spent")
+                    break
+        finally:  # also when interrupted: the finished iterations keep checkpoint and summary
+            if logged[0].iteration > 0:
+                save_last(*logged)
+                if not config.val_interval:  # no validation: the best parameters are the last
+                    save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
+                        config, logged[0], None, None, None, elapsed()))
+                summary = write_summary(logged[0])
     return summary
