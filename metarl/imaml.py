@@ -35,6 +35,7 @@ gradient 22 ms against 430 ms; the reused graph made CG 2.8x faster than product
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -84,8 +85,10 @@ def proximal_adapt(
     (the rejected trial counts as a step). The objective then never increases, and where the
     fixed rate is stable nothing changes.
     """
-    *_, solution = proximal_iterates(inner_loss, params, support, prox_lambda, inner_lr,
-                                     inner_steps, inner_tol, stacked)
+    # Only the last point is kept: holding every iterate (as `*_, last = ...` would) makes
+    # memory grow with inner_steps, which iMAML exists to avoid.
+    (solution,) = deque(proximal_iterates(inner_loss, params, support, prox_lambda, inner_lr,
+                                          inner_steps, inner_tol, stacked), maxlen=1)
     return solution
 
 

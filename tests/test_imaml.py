@@ -8,11 +8,15 @@ The parameters are split over two named tensors, a 2 x 2 matrix and a 2-vector, 
 per-task flattening is exercised.
 """
 
+from __future__ import annotations
+
 import warnings
+from typing import Any
 
 import pytest
 import torch
 
+from metarl import imaml
 from metarl.imaml import batched_conjugate_gradient, imaml_gradient, proximal_adapt
 
 D, N, LAMBDA = 6, 4, 2.0
@@ -196,6 +200,33 @@ def test_no_graph_is_kept() -> None:
                                               _inner_lr(support), 50, cg_iters=D)
     assert torch.equal(loss, loss_ng)
     assert all(torch.equal(grads[k], grads_ng[k]) for k in grads)
+
+
+def test_inner_loop_memory_does_not_grow_with_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """iMAML's point: memory flat in inner_steps. The descent may hold the current and the
+    last accepted point, never every iterate; counted as live solution objects at each step."""
+
+    class Counted(imaml.ProximalSolution):
+        __slots__ = ()
+        live = 0
+
+        def __new__(cls, *fields: Any) -> Counted:
+            Counted.live += 1
+            return super().__new__(cls, *fields)
+
+        def __del__(self) -> None:
+            Counted.live -= 1
+
+    seen: list[int] = []
+
+    def counting_loss(params: dict[str, torch.Tensor], data: Data) -> torch.Tensor:
+        seen.append(Counted.live)
+        return _loss(params, data)
+
+    monkeypatch.setattr(imaml, "ProximalSolution", Counted)
+    support = _tasks(0)
+    proximal_adapt(counting_loss, _params(_theta()), support, LAMBDA, _inner_lr(support), 30)
+    assert len(seen) == 31 and max(seen) <= 2, seen
 
 
 def test_batched_conjugate_gradient_matches_solve() -> None:
