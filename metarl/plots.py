@@ -144,10 +144,14 @@ def plot_fewshot_curves(path: Path, runs: Mapping[str, Path], metric: str) -> No
     loss_ax.set_yscale("log")
     loss_ax.set_ylabel("training loss (moving average)")
     val_ax.set_ylabel("validation accuracy %" if metric == "accuracy" else "validation MSE")
+    if not val_ax.lines:  # every run had val_interval 0
+        val_ax.text(0.5, 0.5, "no validation (val_interval: 0)", ha="center", va="center",
+                    transform=val_ax.transAxes)
     for ax in (loss_ax, val_ax):
         ax.set_xlabel("meta-iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
