@@ -1,10 +1,12 @@
 """The run loop of supervised few-shot training: `metarl train` with a `problem:` preset.
 
 A run directory looks like an RL one: ``config.yaml``, ``metrics.jsonl`` and TensorBoard
-scalars, ``checkpoints/best.pt`` and ``checkpoints/last.pt`` (written atomically), and
-``summary.json`` with the minutes and peak memory. ``best.pt`` holds the parameters with the
-best validation score (mean query MSE or accuracy after ``eval_steps`` steps on ``val_tasks``
-fixed validation tasks, every ``val_interval`` iterations and at the end); ``last.pt`` also
+scalars, ``checkpoints/best.pt`` and ``checkpoints/last.pt`` (written atomically),
+``summary.json`` with the minutes and peak memory, and ``curves.png`` (training loss and
+validation score); the last two are written for the finished iterations of an interrupted
+run too. ``best.pt`` holds the parameters with the best validation score (mean query MSE or
+accuracy after ``eval_steps`` steps on ``val_tasks`` fixed validation tasks, every
+``val_interval`` iterations and at the end); ``last.pt`` also
 holds the optimiser state and the task generator's state, so that ``metarl train --resume``
 continues exactly where an uninterrupted run would be (same parameters and metrics, bit for
 bit, on the same machine and threads).
