@@ -17,13 +17,12 @@ run resumes), so comparing again, or with more tasks, costs only the evaluations
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from metarl.atomic_write import write_json
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.evaluation import evaluate_adaptation, summarize
 from metarl.fewshot.config import is_fewshot_config
@@ -131,7 +130,7 @@ def compare_run(
                                  "mean": [float(returns.mean())] * (steps + 1),
                                  "ci95": [summarize(returns[None])[1][0]] * (steps + 1)}
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "compare.json", results)
+    write_json(out / "compare.json", results)
     table = format_markdown(results, config.env_id, tasks, episodes)
     (out / "compare.md").write_text(table)
     plot_returns_vs_steps(out / "compare.png", results, dashed=("oracle",),
@@ -157,9 +156,3 @@ def format_markdown(results: dict[str, Any], env_id: str, tasks: int, episodes: 
         cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(row["mean"], row["ci95"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -18,6 +18,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from metarl.atomic_write import write_text
+
 __all__ = [
     "ConfigError",
     "TrainConfig",
@@ -403,9 +405,7 @@ def write_yaml(data: Mapping[str, object], path: Path) -> None:
     """Write ``data`` as YAML in its own order, creating parent folders; atomic, so that a
     crash never leaves half a config."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(dict(data), sort_keys=False))
 
 
 def resolve_threads(requested: int) -> int:

@@ -12,8 +12,6 @@ succeeds if it met its goal on any step).
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from metarl.adaptation import adapt_step, per_task
+from metarl.atomic_write import write_json
 from metarl.confidence import ci95
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.envs import make_task_vector_env, sample_held_out_tasks
@@ -148,7 +147,7 @@ def evaluate_run(
         result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
                                   "per_task": outcome["success"].T.tolist()}
     suffix = "" if checkpoint == "best" else f"_{checkpoint}"
-    _write_json(run_dir / f"eval{suffix}.json", result)
+    write_json(run_dir / f"eval{suffix}.json", result)
     print(format_table(result))
     print(f"results: {run_dir / f'eval{suffix}.json'}")
     if config.env_id.startswith("metarl/Navigation2D"):
@@ -176,9 +175,3 @@ def format_table(result: dict[str, Any]) -> str:
             line += f"  {rate['mean'][i]:>8.3f}  {rate['ci95'][i]:>8.3f}"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -9,7 +9,6 @@ the adapted policy; then update theta on the query surrogate through the adaptat
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 import warnings
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from metarl.adaptation import adapt_step, per_task
+from metarl.atomic_write import write_json, write_text
 from metarl.baselines import fit_linear_baseline
 from metarl.checkpoint import check_params, load_checkpoint, save_checkpoint
 from metarl.config import TrainConfig, load_config, resolve_threads, save_config
@@ -493,9 +493,7 @@ def truncate_metrics(path: Path, iteration: int) -> None:
             break
         if row["iteration"] <= iteration:
             kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(kept))
 
 
 def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -> None:
@@ -535,9 +533,7 @@ def write_summary(run_dir: Path, state: TrainState, metrics: dict[str, float],
         "final_support_return": metrics.get("support/return"),
         "final_query_return": metrics.get("query/return"),
     }
-    tmp = run_dir / "summary.json.tmp"  # atomic, like every file a run writes
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, run_dir / "summary.json")
+    write_json(run_dir / "summary.json", summary)
     plot_training_curves(run_dir / "curves.png", run_dir / "metrics.jsonl")
     return summary
 

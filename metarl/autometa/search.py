@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import torch
 from tqdm import tqdm
 
+from metarl.atomic_write import write_json, write_text
 from metarl.autometa.config import SearchConfig, load_search_config, save_search_config
 from metarl.autometa.network import parameter_count
 from metarl.autometa.problem import CellProblem
@@ -102,12 +103,6 @@ def meta_train(config: SearchConfig, data: OmniglotData, cell: Cell
     while state.iteration < fewshot.iterations:
         state, _ = training_step(fewshot, problem, state, generator)
     return problem, state.params
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:
@@ -175,7 +170,7 @@ def run_search(config: SearchConfig, out: str | Path, trainer: Trainer | None = 
                       "ci95": scored.ci95, "prediction": prediction, "seconds": scored.seconds,
                       "cpu_seconds": scored.cpu_seconds}
             lines = [json.dumps(r) for r in [*records, record]]
-            _write_atomic(out / "results.jsonl", "\n".join(lines) + "\n")
+            write_text(out / "results.jsonl", "\n".join(lines) + "\n")
         records.append(record)
         best = max(r["score"] for r in records)
         bar.update(1)
@@ -215,16 +210,16 @@ def run_search(config: SearchConfig, out: str | Path, trainer: Trainer | None = 
 
 def _finish(config: SearchConfig, out: Path, records: list[dict[str, Any]],
             rounds: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    _write_atomic(out / "results.json", json.dumps(records, indent=2) + "\n")
+    write_json(out / "results.json", records)
     tmp = out / "results.csv.tmp"
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=RESULT_FIELDS)
         writer.writeheader()
         writer.writerows(records)
     os.replace(tmp, out / "results.csv")
-    _write_atomic(out / "rounds.json", json.dumps(rounds, indent=2) + "\n")
+    write_json(out / "rounds.json", rounds)
     best = max(records, key=lambda r: (r["score"], -r["parameters"]))
-    _write_atomic(out / "best_cell.txt", best["cell"] + "\n")
+    write_text(out / "best_cell.txt", best["cell"] + "\n")
     summary = {
         "best_cell": best["cell"],
         "best_score": best["score"],
@@ -238,7 +233,7 @@ def _finish(config: SearchConfig, out: Path, records: list[dict[str, Any]],
         "retrain_presets": [str(path) for path in
                             write_retrain_presets(config, out, best["cell"], best["parameters"])],
     }
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
     return summary
 
 

@@ -18,8 +18,6 @@ nearest-prototype accuracy, at step 0 (``adaptation: "prototypes"`` in ``eval.js
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from metarl.adaptation import adapt_step, per_task, summed_over_tasks
+from metarl.atomic_write import write_json
 from metarl.checkpoint import load_checkpoint
 from metarl.confidence import ci95
 from metarl.config import ConfigError, resolve_threads
@@ -170,9 +169,7 @@ def evaluate_run(
     }
     suffix = "" if checkpoint == "best" else f"_{checkpoint}"
     path = run_dir / f"eval{suffix}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, result)
     print(format_table(result))
     print(f"results: {path}")
     return result

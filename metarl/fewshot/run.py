@@ -14,8 +14,6 @@ bit, on the same machine and threads).
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import torch
 
+from metarl.atomic_write import write_json
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.confidence import ci95
 from metarl.config import resolve_threads
@@ -163,9 +162,7 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
             f"best_val_{config.metric}": best_score,
             "best_iteration": best_iteration,
         }
-        tmp = run_dir / "summary.json.tmp"  # atomic, like every file a run writes
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, run_dir / "summary.json")
+        write_json(run_dir / "summary.json", summary)
         plot_fewshot_curves(run_dir / "curves.png", {config.learner: run_dir / "metrics.jsonl"},
                             config.metric)
         return summary
