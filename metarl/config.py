@@ -90,7 +90,8 @@ class TrainConfig:
         cg_damping: damping added to the Fisher-vector products (F + damping * I).
         ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
         ls_max_steps: maximum TRPO line-search steps before the update is rejected.
-        fvp_fraction: fraction of support and query steps used for Fisher-vector products.
+        fvp_fraction: fraction of the query steps on which TRPO measures its curvature (the
+            Fisher-vector products); the adaptation inside them uses all support steps.
         meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
             bounds peak memory and was also faster here (cache-sized chunks; 0: all at once).
         gamma: discount factor.

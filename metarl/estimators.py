@@ -16,8 +16,8 @@ derivative that the meta-gradient takes through that step:
   arXiv:1909.10549): ``-mean_t (box(w_t) - box(w_{t-1})) A_t``, ``w_t`` the episode's summed
   log-probabilities up to step t and ``box(x) = exp(x - stop_grad(x))``. With reward-to-go
   advantages its expected Hessian is exactly the Hessian of the expected return (tested by
-  enumeration on a small MDP). It needs whole episodes, so its Fisher-vector products adapt on
-  the full support data rather than a subsample.
+  enumeration on a small MDP). It needs whole episodes; the Fisher-vector products, like every
+  estimator's, adapt on the full support data.
 """
 
 from __future__ import annotations

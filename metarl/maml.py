@@ -143,32 +143,29 @@ def _tasks(data: Any, index: int | slice) -> Any:
     return tree_map(lambda x: x[index], data)
 
 
-def subsample_steps(batch: MetaBatch, fraction: float, generator: torch.Generator,
-                    subsample_supports: bool = True) -> MetaBatch:
-    """The same random ``fraction`` of steps from every support and the query (at least one).
+def subsample_query(batch: MetaBatch, fraction: float, generator: torch.Generator) -> MetaBatch:
+    """The batch with the same random ``fraction`` of query steps kept for every task (at least
+    one); the supports stay whole.
 
     TRPO estimates its curvature on a subsample of the data (Schulman et al. 2015,
-    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it. Supports are
-    kept whole when ``subsample_supports`` is false (DiCE needs whole episodes).
+    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it. Only the query
+    is subsampled: the Fisher-vector product's Jacobian runs through the adaptation, and
+    adapting on part of the support data would take it at other parameters than the adapted
+    policy that sampled the query, so the product would no longer be the KL's Hessian.
     """
     if fraction >= 1.0:
         return batch
-
-    def pick(num_steps: int) -> Tensor:
-        keep = max(1, math.ceil(fraction * num_steps))
-        return torch.randperm(num_steps, generator=generator)[:keep].sort().values
-
-    supports = ([s.subsample(pick(s.mask.shape[-1])) for s in batch.supports]
-                if subsample_supports else batch.supports)
     q = batch.query
-    index = pick(q.steps.mask.shape[-1])
+    num_steps = q.steps.mask.shape[-1]
+    keep = max(1, math.ceil(fraction * num_steps))
+    index = torch.randperm(num_steps, generator=generator)[:keep].sort().values
     query = QueryBatch(
         steps=q.steps.subsample(index),
         old_mean=q.old_mean.index_select(-2, index),
         old_log_std=q.old_log_std,
         old_log_prob=q.old_log_prob.index_select(-1, index),
     )
-    return MetaBatch(supports, query)
+    return MetaBatch(batch.supports, query)
 
 
 def fisher_vector_product(
@@ -184,7 +181,8 @@ def fisher_vector_product(
     over the query steps of ``batch``, evaluated at ``params``, in Gauss-Newton form ``J^T M J``.
 
     J is the Jacobian of the adapted policies' outputs (means at the query states and log-stds)
-    through the inner step; M is the KL's Hessian in those outputs at the old policy: ``w / var``
+    through the inner step, taken on all of ``batch.supports`` (the graph is built once and
+    reused by every product); M is the KL's Hessian in those outputs at the old policy: ``w / var``
     for each mean and ``2 sum_t w`` for each log-std, w being each step's weight in the mean KL.
     """
     n = batch.query.old_log_prob.shape[0]

@@ -48,7 +48,7 @@ from metarl.maml import (
     fisher_vector_product,
     meta_gradient,
     query_loss_and_kl,
-    subsample_steps,
+    subsample_query,
     surrogate_loss,
 )
 from metarl.outer import AdamState, adam_init, adam_step, trpo_step
@@ -315,8 +315,7 @@ class MetaLearner:
         check_finite("the meta-gradient", grads)
         if c.outer == "trpo":
             gradient = flatten(grads)
-            curvature_batch = subsample_steps(batch, c.fvp_fraction, self.generator,
-                                              subsample_supports=c.estimator != "dice")
+            curvature_batch = subsample_query(batch, c.fvp_fraction, self.generator)
             fisher = fisher_vector_product(
                 self.policy, self.inner_loss, state.params, curvature_batch, c.inner_lr,
                 c.first_order_meta_gradient, c.cg_damping,

@@ -1,0 +1,309 @@
+"""The trainer's wiring against independent float64 computations.
+
+Each test feeds the trainer (``MetaLearner`` and its batch path) a tiny fixed batch and compares
+what it computes with the same quantity written here from the formulas, task by task with plain
+autograd: a two-layer tanh Gaussian policy, the inner policy-gradient step, the surrogate, the
+KL, GAE and the linear baseline. The functions under test are correct on their own (their maths
+is tested elsewhere); these tests fail when the trainer hands them the wrong argument.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from metarl.config import TrainConfig
+from metarl.episodes import Episodes, StepBatch, to_step_batch
+from metarl.maml import MetaBatch, QueryBatch
+from metarl.trainer import MetaLearner, TrainState, advantages_batch
+
+Theta = dict[str, Tensor]
+NAMES = ("layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "log_std")
+HIDDEN = 3
+OBS = ACT = 2  # 2D navigation's sizes, the environment the learner is built on
+
+
+# --- the reference maths, one task at a time ---------------------------------------------------
+
+def ref_distribution(theta: Theta, obs: Tensor) -> tuple[Tensor, Tensor]:
+    """mean = W1 tanh(W0 s + b0) + b1 and the state-independent log-std."""
+    hidden = torch.tanh(obs @ theta["layers.0.weight"].T + theta["layers.0.bias"])
+    return hidden @ theta["layers.1.weight"].T + theta["layers.1.bias"], theta["log_std"]
+
+
+def ref_log_prob(theta: Theta, obs: Tensor, actions: Tensor) -> Tensor:
+    mean, log_std = ref_distribution(theta, obs)
+    var = torch.exp(2 * log_std)
+    per_dim = -(actions - mean) ** 2 / (2 * var) - log_std - 0.5 * math.log(2 * math.pi)
+    return per_dim.sum(-1)
+
+
+def ref_kl(mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor) -> Tensor:
+    """KL(p || q) of diagonal Gaussians per step."""
+    var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
+    per_dim = log_std_q - log_std_p + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
+    return per_dim.sum(-1)
+
+
+def weighted_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return (x * mask).sum() / mask.sum()
+
+
+def ref_inner_loss(theta: Theta, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor
+                   ) -> Tensor:
+    """The original MAML-RL surrogate -mean_t log pi(a_t | s_t) A_t of one task."""
+    return -weighted_mean(ref_log_prob(theta, obs, actions) * adv, mask)
+
+
+def ref_adapt(theta: Theta, support: StepBatch, task: int, lr: float, first_order: bool
+              ) -> Theta:
+    """phi = theta - lr grad L_support(theta); with first_order the gradient is a constant."""
+    loss = ref_inner_loss(theta, support.observations[task], support.actions[task],
+                          support.advantages[task], support.mask[task])
+    grads = torch.autograd.grad(loss, [theta[k] for k in NAMES], create_graph=not first_order)
+    return {k: theta[k] - lr * g for k, g in zip(NAMES, grads)}
+
+
+def ref_task_terms(theta: Theta, batch: MetaBatch, task: int, lr: float, first_order: bool,
+                   query_steps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Query surrogate -mean_t ratio_t A_t and mean KL(old || phi) of one adapted task, on all
+    query steps or on ``query_steps``."""
+    phi = ref_adapt(theta, batch.supports[0], task, lr, first_order)
+    q = batch.query
+    index = torch.arange(q.steps.mask.shape[-1]) if query_steps is None else query_steps
+    obs, actions = q.steps.observations[task, index], q.steps.actions[task, index]
+    mask, adv = q.steps.mask[task, index], q.steps.advantages[task, index]
+    ratio = torch.exp(ref_log_prob(phi, obs, actions) - q.old_log_prob[task, index])
+    mean, log_std = ref_distribution(phi, obs)
+    kl = ref_kl(q.old_mean[task, index], q.old_log_std[task, 0], mean, log_std)
+    return -weighted_mean(ratio * adv, mask), weighted_mean(kl, mask)
+
+
+def flat(theta: Theta) -> Tensor:
+    return torch.cat([theta[k].reshape(-1) for k in NAMES])
+
+
+def unflat(vector: Tensor, like: Theta) -> Theta:
+    out, offset = {}, 0
+    for k in NAMES:
+        out[k] = vector[offset: offset + like[k].numel()].view_as(like[k])
+        offset += like[k].numel()
+    return out
+
+
+def ref_meta_loss_and_kl(vector: Tensor, like: Theta, batch: MetaBatch, lr: float,
+                         first_order: bool, query_steps: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor]:
+    theta = unflat(vector, like)
+    n = batch.query.old_log_prob.shape[0]
+    terms = [ref_task_terms(theta, batch, i, lr, first_order, query_steps) for i in range(n)]
+    return (torch.stack([t[0] for t in terms]).mean(), torch.stack([t[1] for t in terms]).mean())
+
+
+# --- a tiny fixed problem ----------------------------------------------------------------------
+
+def tiny_config(**fields: object) -> TrainConfig:
+    base: dict[str, object] = dict(meta_batch_size=2, episodes_per_task=3, horizon=4,
+                                   hidden_sizes=[HIDDEN], inner_lr=0.5, torch_threads=1)
+    base.update(fields)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def tiny_theta(seed: int = 0) -> Theta:
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"layers.0.weight": (HIDDEN, OBS), "layers.0.bias": (HIDDEN,),
+              "layers.1.weight": (ACT, HIDDEN), "layers.1.bias": (ACT,), "log_std": (ACT,)}
+    return {k: 0.7 * torch.randn(*shapes[k], generator=g, dtype=torch.float64) for k in NAMES}
+
+
+def tiny_batch(theta: Theta, tasks: int = 2, steps: int = 12, lr: float = 0.5,
+               seed: int = 1) -> MetaBatch:
+    """Random support and query steps, the query's old distribution that of the adapted policy
+    at ``theta`` (as when the query was sampled), a few steps masked out."""
+    g = torch.Generator().manual_seed(seed)
+
+    def random_steps() -> StepBatch:
+        mask = torch.ones(tasks, steps, dtype=torch.float64)
+        mask[:, -2:] = 0.0
+        return StepBatch(torch.randn(tasks, steps, OBS, generator=g, dtype=torch.float64),
+                         torch.randn(tasks, steps, ACT, generator=g, dtype=torch.float64),
+                         torch.randn(tasks, steps, generator=g, dtype=torch.float64), mask)
+
+    support, query = random_steps(), random_steps()
+    means, log_stds, log_probs = [], [], []
+    for i in range(tasks):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        phi = {k: v.detach() for k, v in ref_adapt(leaves, support, i, lr, True).items()}
+        means.append(ref_distribution(phi, query.observations[i])[0])
+        log_stds.append(phi["log_std"].unsqueeze(0))
+        log_probs.append(ref_log_prob(phi, query.observations[i], query.actions[i]))
+    old = QueryBatch(query, torch.stack(means), torch.stack(log_stds), torch.stack(log_probs))
+    return MetaBatch([support], old)
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("learner,first_order", [("maml", False), ("fomaml", True)])
+def test_meta_gradient_has_the_learners_order(learner: str, first_order: bool) -> None:
+    """``learner: fomaml`` drops the second-order terms even with ``first_order: false``;
+    ``maml`` keeps them. (Planted: the trainer passing ``c.first_order`` instead.)"""
+    config = tiny_config(learner=learner)
+    theta = tiny_theta()
+    batch = tiny_batch(theta)
+    with MetaLearner(config) as meta:
+        loss, grads, _ = meta.meta_gradient(theta, batch)
+    vector = flat(theta).requires_grad_(True)
+    expected = {}
+    for order in (False, True):
+        ref_loss, _ = ref_meta_loss_and_kl(vector, theta, batch, 0.5, order)
+        expected[order] = torch.autograd.grad(ref_loss, vector)[0]
+    assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-12)
+    assert torch.allclose(flat(grads), expected[first_order], atol=1e-10)
+    # the two orders differ here, so the comparison above can tell them apart
+    assert (expected[True] - expected[False]).norm() > 1e-2 * expected[False].norm()
+
+
+def reference_trpo_step(theta: Theta, batch: MetaBatch, config: TrainConfig,
+                        query_steps: Tensor) -> tuple[Tensor, int]:
+    """TRPO from its definition (Schulman et al. 2015, Appendix C): x = -(F + d I)^-1 g with F
+    the Hessian of the mean KL on ``query_steps`` through the adaptation on all support steps;
+    the step scaled to 0.5 s^T (F + d I) s = max_kl; the first backtracked step that lowers the
+    loss with the KL within max_kl. Returns the new parameters and how many steps were tried."""
+    first_order = config.learner == "fomaml"
+    lr = config.inner_lr
+    vector = flat(theta).requires_grad_(True)
+    loss, _ = ref_meta_loss_and_kl(vector, theta, batch, lr, first_order)
+    g = torch.autograd.grad(loss, vector)[0]
+
+    def mean_kl(v: Tensor) -> Tensor:
+        return ref_meta_loss_and_kl(v, theta, batch, lr, first_order, query_steps)[1]
+
+    fisher = torch.autograd.functional.hessian(mean_kl, flat(theta))
+    fisher = fisher + config.cg_damping * torch.eye(fisher.shape[0], dtype=fisher.dtype)
+    x = torch.linalg.solve(fisher, -g)
+    step = x * torch.sqrt(config.max_kl / (0.5 * x @ fisher @ x))
+    loss_before = loss.item()
+    for k in range(config.ls_max_steps):
+        candidate = (flat(theta) + config.ls_backtrack**k * step).detach().requires_grad_(True)
+        new_loss, new_kl = ref_meta_loss_and_kl(candidate, theta, batch, lr, first_order)
+        if new_loss.item() < loss_before and new_kl.item() <= config.max_kl:
+            return candidate.detach(), k + 1
+    return flat(theta), config.ls_max_steps
+
+
+@pytest.mark.parametrize("learner", ["maml", "fomaml"])
+@pytest.mark.parametrize("fvp_fraction", [1.0, 0.5])
+def test_trpo_update_equals_the_step_from_its_definition(learner: str, fvp_fraction: float
+                                                         ) -> None:
+    """The trainer's whole TRPO update: gradient, curvature (the exact KL Hessian on the query
+    subsample, adapted on all supports), damping, step size, line search. (Planted: supports
+    subsampled too; the FVP's first_order flag from ``c.first_order``; theta in place of the
+    learner's state.)"""
+    config = tiny_config(learner=learner, fvp_fraction=fvp_fraction, max_kl=0.02,
+                         cg_iters=60, cg_damping=0.05, inner_lr=0.1)
+    theta = tiny_theta()
+    batch = tiny_batch(theta, lr=0.1)
+    with MetaLearner(config) as meta:
+        # the query steps the curvature uses, drawn as the learner will draw them
+        generator = torch.Generator()
+        generator.set_state(meta.generator.get_state())
+        steps = batch.query.steps.mask.shape[-1]
+        keep = max(1, math.ceil(fvp_fraction * steps))
+        query_steps = (torch.randperm(steps, generator=generator)[:keep].sort().values
+                       if fvp_fraction < 1 else torch.arange(steps))
+        state = TrainState(theta, None, 0, 0, float("-inf"))
+        new, metrics = meta.update(state, batch)
+    expected, tried = reference_trpo_step(theta, batch, config, query_steps)
+    assert metrics["outer/accepted"] == 1.0 and metrics["outer/ls_steps"] == tried
+    assert 0.0 < metrics["outer/kl"] <= config.max_kl
+    assert torch.allclose(flat(new.params), expected, atol=1e-7)
+    assert (expected - flat(theta)).norm() > 1e-3
+
+
+def test_query_old_distribution_is_the_adapted_policys() -> None:
+    """The query batch's old log-probabilities and means come from the adapted parameters that
+    sampled it, not from theta. (Planted: ``_query_batch(params, ...)``.)"""
+    config = tiny_config(inner_lr=0.5)
+    with MetaLearner(config) as meta:
+        theta32 = meta.policy.initial_params()
+        batch, _ = meta.sample(theta32)
+    theta = {k: v.double() for k, v in theta32.items()}
+    support = StepBatch(*(x.double() for x in batch.supports[0]))
+    q = batch.query
+    for i in range(config.meta_batch_size):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        phi = {k: v.detach() for k, v in ref_adapt(leaves, support, i, 0.5, True).items()}
+        obs, actions = q.steps.observations[i].double(), q.steps.actions[i].double()
+        expected = ref_log_prob(phi, obs, actions)
+        assert torch.allclose(q.old_log_prob[i].double(), expected, atol=1e-4)
+        assert torch.allclose(q.old_mean[i].double(), ref_distribution(phi, obs)[0], atol=1e-5)
+        assert (ref_log_prob(theta, obs, actions) - expected).abs().max() > 1e-2
+
+
+def ref_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, ridge: float) -> Tensor:
+    """Per-task ridge fit of the returns on (s, s^2, t, t^2, t^3, 1), t = step / 100, over the
+    valid steps (Duan et al. 2016's linear feature baseline as the MAML-RL code fits it)."""
+    n, horizon, episodes, _ = obs.shape
+    values = torch.zeros(n, horizon, episodes, dtype=torch.float64)
+    for i in range(n):
+        rows, targets, where = [], [], []
+        for t in range(horizon):
+            for b in range(episodes):
+                if mask[i, t, b]:
+                    s, u = obs[i, t, b], t / 100
+                    rows.append(torch.cat([s, s**2, torch.tensor([u, u**2, u**3, 1.0],
+                                                                 dtype=torch.float64)]))
+                    targets.append(returns[i, t, b])
+                    where.append((t, b))
+        x, y = torch.stack(rows), torch.stack(targets)
+        w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+        for (t, b), value in zip(where, x @ w):
+            values[i, t, b] = value
+    return values
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_advantages_use_gamma_and_lambda_as_configured(normalize: bool) -> None:
+    """GAE through the trainer's batch path with gamma != lambda, an episode cut short, and
+    the baseline fit on discounted returns. (Planted: gae(..., gae_lambda, gamma).)"""
+    gamma, lam = 0.9, 0.4
+    config = tiny_config(gamma=gamma, gae_lambda=lam, normalize_advantages=normalize)
+    g = torch.Generator().manual_seed(3)
+    n, horizon, episodes = 2, 6, 3
+    obs = torch.randn(n, horizon, episodes, OBS, generator=g, dtype=torch.float64)
+    rewards = torch.randn(n, horizon, episodes, generator=g, dtype=torch.float64)
+    mask = torch.ones(n, horizon, episodes, dtype=torch.float64)
+    mask[0, 3:, 1] = 0.0  # episode 1 of task 0 ends after 3 steps
+    rewards = rewards * mask
+    episodes_ = Episodes(obs, torch.zeros(n, horizon, episodes, ACT, dtype=torch.float64),
+                         rewards, mask)
+
+    returns = torch.zeros_like(rewards)
+    for i in range(n):
+        for b in range(episodes):
+            for t in range(horizon):
+                returns[i, t, b] = sum(gamma ** (k - t) * rewards[i, k, b] * mask[i, k, b]
+                                       for k in range(t, horizon)) * mask[i, t, b]
+    values = ref_linear_baseline(obs, returns, mask, config.baseline_ridge)
+    advantages = torch.zeros_like(rewards)
+    for i in range(n):
+        for b in range(episodes):
+            length = int(mask[i, :, b].sum())
+            delta = [rewards[i, t, b] + gamma * (values[i, t + 1, b] if t + 1 < length else 0.0)
+                     - values[i, t, b] for t in range(length)]
+            for t in range(length):
+                advantages[i, t, b] = sum((gamma * lam) ** (k - t) * delta[k]
+                                          for k in range(t, length))
+    if normalize:
+        for i in range(n):
+            valid = advantages[i][mask[i] == 1]
+            std = valid.std(unbiased=False)
+            advantages[i] = (advantages[i] - valid.mean()) / (std + 1e-8) * mask[i]
+
+    batch = advantages_batch(episodes_, config)
+    expected = to_step_batch(episodes_, advantages)
+    assert torch.allclose(batch.advantages, expected.advantages, atol=1e-8)
+    assert torch.equal(batch.mask, expected.mask)
