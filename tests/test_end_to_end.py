@@ -76,11 +76,20 @@ def test_trpo_iteration_respects_the_kl_bound() -> None:
     config = TrainConfig(meta_batch_size=4, episodes_per_task=4, horizon=20, max_kl=0.005)
     learner = MetaLearner(config)
     state = learner.initial_state()
+    accepted = 0
     for _ in range(3):
+        before = state.params
         state, metrics = learner.iteration(state)
         assert metrics["outer/kl"] <= 0.005
         if metrics["outer/accepted"]:
+            accepted += 1
             assert metrics["outer/surrogate_after"] < metrics["outer/surrogate_before"]
+            assert metrics["outer/kl"] > 0.0
+            assert any(not torch.equal(before[k], state.params[k]) for k in before)
+        else:
+            assert all(torch.equal(before[k], state.params[k]) for k in before)
+    # a run whose every step is rejected would pass the checks above with KL 0
+    assert accepted >= 2
 
 
 @pytest.mark.parametrize("extra", [

@@ -307,3 +307,130 @@ def test_advantages_use_gamma_and_lambda_as_configured(normalize: bool) -> None:
     expected = to_step_batch(episodes_, advantages)
     assert torch.allclose(batch.advantages, expected.advantages, atol=1e-8)
     assert torch.equal(batch.mask, expected.mask)
+
+
+def ref_dice_loss(theta: Theta, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor
+                  ) -> Tensor:
+    """Loaded DiCE of one task from its definition, episode by episode (``[T, B]`` inputs):
+    -sum_{t,b} (box(w_tb) - box(w_(t-1)b)) A_tb / #valid, w_tb episode b's log-probabilities
+    summed up to step t, box(x) = exp(x - stop_grad(x))."""
+    total = torch.zeros((), dtype=torch.float64)
+    for b in range(obs.shape[1]):
+        log_prob = ref_log_prob(theta, obs[:, b], actions[:, b]) * mask[:, b]
+        w_before = torch.zeros((), dtype=torch.float64)
+        for t in range(obs.shape[0]):
+            w = w_before + log_prob[t]
+            box, box_before = torch.exp(w - w.detach()), torch.exp(w_before - w_before.detach())
+            total = total + (box - box_before) * adv[t, b] * mask[t, b]
+            w_before = w
+    return -total / mask.sum()
+
+
+def ref_lvc_loss(theta: Theta, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor
+                 ) -> Tensor:
+    """ProMP's LVC of one task: -mean_t (pi / stop_grad(pi)) A_t over all valid steps."""
+    log_prob = ref_log_prob(theta, obs, actions)
+    return -weighted_mean(torch.exp(log_prob - log_prob.detach()) * adv, mask)
+
+
+@pytest.mark.parametrize("estimator,reference", [("dice", ref_dice_loss), ("lvc", ref_lvc_loss)])
+def test_inner_loss_groups_several_episodes_per_task(estimator: str, reference: object) -> None:
+    """The trainer's inner loss on time-major flattened episodes (3 per task, one cut short)
+    has the value, gradient and Hessian of the estimator written episode by episode.
+    (Planted: DiCE built with the meta-batch size as its episode count.)"""
+    config = tiny_config(estimator=estimator, episodes_per_task=3, meta_batch_size=2)
+    g = torch.Generator().manual_seed(4)
+    n, horizon, episodes = 1, 4, 3
+    obs = torch.randn(n, horizon, episodes, OBS, generator=g, dtype=torch.float64)
+    actions = torch.randn(n, horizon, episodes, ACT, generator=g, dtype=torch.float64)
+    adv = torch.randn(n, horizon, episodes, generator=g, dtype=torch.float64)
+    mask = torch.ones(n, horizon, episodes, dtype=torch.float64)
+    mask[0, 2:, 0] = 0.0
+    steps = to_step_batch(Episodes(obs, actions, adv, mask), adv)
+    theta = tiny_theta()
+    with MetaLearner(config) as meta:
+        inner_loss = meta.inner_loss
+
+    def trainer_loss(vector: Tensor) -> Tensor:
+        return inner_loss(unflat(vector, theta), steps.task(0))
+
+    def reference_loss(vector: Tensor) -> Tensor:
+        return reference(unflat(vector, theta), obs[0], actions[0], adv[0],  # type: ignore
+                         mask[0])
+
+    point = flat(theta)
+    hessian = torch.autograd.functional.hessian(trainer_loss, point)
+    expected = torch.autograd.functional.hessian(reference_loss, point)
+    assert torch.allclose(hessian, expected, atol=1e-10)
+    assert hessian.abs().max() > 1e-2
+    grad = torch.autograd.functional.jacobian(trainer_loss, point)
+    assert torch.allclose(grad, torch.autograd.functional.jacobian(reference_loss, point),
+                          atol=1e-10)
+
+
+def ref_promp_update(theta: Theta, batch: MetaBatch, config: TrainConfig, kl_coef: float
+                     ) -> tuple[Tensor, float]:
+    """ProMP's outer step from its definition (Rothfuss et al. 2018, Algorithm 1, eq. 14):
+    ``promp_steps`` Adam steps on the clipped surrogate of the adapted policies plus
+    ``kl_coef`` times KL(pre-update policy that sampled the supports || pi_theta), then the
+    penalty weight doubled above 1.5 x target, halved below target / 1.5. Returns the new
+    parameters and the KL measured after the steps."""
+    eps, lr = config.clip_eps, config.inner_lr
+    support = batch.supports[0]
+    n = support.mask.shape[0]
+    old = [tuple(x.detach() for x in ref_distribution(theta, support.observations[i]))
+           for i in range(n)]
+
+    def objective(vector: Tensor) -> tuple[Tensor, Tensor]:
+        params = unflat(vector, theta)
+        losses, kls = [], []
+        q = batch.query
+        for i in range(n):
+            phi = ref_adapt(params, support, i, lr, first_order=False)
+            ratio = torch.exp(ref_log_prob(phi, q.steps.observations[i], q.steps.actions[i])
+                              - q.old_log_prob[i])
+            adv = q.steps.advantages[i]
+            clipped = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - eps, 1 + eps) * adv)
+            losses.append(-weighted_mean(clipped, q.steps.mask[i]))
+            mean, log_std = ref_distribution(params, support.observations[i])
+            kls.append(weighted_mean(ref_kl(old[i][0], old[i][1], mean, log_std),
+                                     support.mask[i]))
+        return torch.stack(losses).mean(), torch.stack(kls).mean()
+
+    vector = flat(theta)
+    m, v = torch.zeros_like(vector), torch.zeros_like(vector)
+    b1, b2 = 0.9, 0.999
+    for t in range(1, config.promp_steps + 1):
+        point = vector.detach().requires_grad_(True)
+        loss, kl = objective(point)
+        grad = torch.autograd.grad(loss + kl_coef * kl, point)[0]
+        m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad**2
+        vector = vector - config.outer_lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8)
+    point = vector.detach().requires_grad_(True)
+    return vector.detach(), objective(point)[1].item()
+
+
+def test_promp_update_and_its_kl_coefficient_follow_the_definition() -> None:
+    """The whole ProMP update through the trainer: the penalty's sign and weight, Adam with
+    ``outer_lr``, and the coefficient's direction in each of its three regimes. (Planted: the
+    penalty subtracted; the doubling and halving swapped; ``inner_lr`` for ``outer_lr``; the
+    configured initial weight in place of the state's current one.)"""
+    theta = tiny_theta()
+    batch = tiny_batch(theta, lr=0.1)
+    fields = dict(outer="promp", inner_lr=0.1, outer_lr=0.05, promp_steps=3, inner_kl_coef=0.3)
+    current = 2.0  # the state's penalty weight, adapted by earlier iterations
+    expected, kl = ref_promp_update(theta, batch, tiny_config(**fields), current)
+    # the penalty matters here: the same steps without it end elsewhere
+    unpenalised, _ = ref_promp_update(theta, batch, tiny_config(**fields), 0.0)
+    assert (expected - unpenalised).norm() > 1e-4
+    for target, coefficient in ((kl / 2, 4.0), (kl * 2, 1.0), (kl, 2.0)):
+        config = tiny_config(**fields, inner_kl_target=target)
+        with MetaLearner(config) as meta:
+            state = meta.initial_state()._replace(params=theta, kl_coef=current)
+            state = state._replace(adam=state.adam._replace(  # type: ignore[union-attr]
+                first_moment={k: torch.zeros_like(x) for k, x in theta.items()},
+                second_moment={k: torch.zeros_like(x) for k, x in theta.items()}))
+            new, metrics = meta.update(state, batch)
+        assert torch.allclose(flat(new.params), expected, atol=1e-9)
+        assert metrics["outer/pre_update_kl"] == pytest.approx(kl, rel=1e-9)
+        assert new.kl_coef == coefficient
