@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_map
 
 from metarl.adaptation import adapt, per_task, task_count
 from metarl.episodes import StepBatch, masked_mean
-from metarl.linalg import Params, detached_leaves, gauss_newton_vector_product
+from metarl.linalg import Params, detached_leaves, gauss_newton_vector_product, unflatten
 from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 GradientMode = Literal["batched", "vmap", "loop"]
@@ -177,26 +177,64 @@ def fisher_vector_product(
     first_order: bool = False,
     damping: float = 0.0,
 ) -> Callable[[Tensor], Tensor]:
-    """``v -> (H + damping I) v`` with H the Hessian in theta of the mean KL(old || phi(theta))
-    over the query steps of ``batch``, evaluated at ``params``, in Gauss-Newton form ``J^T M J``.
+    """``v -> (F + damping I) v`` with F the Hessian in theta of the mean KL(old || phi(theta))
+    over the query steps of ``batch``, evaluated at ``params``.
 
-    J is the Jacobian of the adapted policies' outputs (means at the query states and log-stds)
-    through the inner step, taken on all of ``batch.supports`` (the graph is built once and
-    reused by every product); M is the KL's Hessian in those outputs at the old policy: ``w / var``
-    for each mean and ``2 sum_t w`` for each log-std, w being each step's weight in the mean KL.
+    At the old policy the KL's gradient vanishes, so F is exact in Gauss-Newton form: per task,
+    ``F_i = P_i^T G_i P_i`` with ``P_i = d phi_i / d theta`` the Jacobian of the adaptation and
+    ``G_i = J_i^T M_i J_i`` the Gauss-Newton matrix at phi_i (J_i the Jacobian of the policy's
+    means at the query states and log-stds, M_i the KL's Hessian in those outputs: ``w / var``
+    for each mean and ``2 sum_t w`` for each log-std, w each step's weight in the mean KL).
+
+    Each inner step s contributes ``P_s = I - lr H_s``, H_s the Hessian of the inner loss on
+    all of step s's support data at the parameters before that step; ``P_s`` is symmetric and
+    applied as a Hessian-vector product through a gradient graph built once here and reused by
+    every product. First-order adaptation has ``P = I``.
     """
     n = batch.query.old_log_prob.shape[0]
-    leaves = detached_leaves(params)
-    adapted = adapt(inner_loss, per_task(leaves, n), batch.supports, inner_lr, first_order)
+    current = {k: v.detach().unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+    inner_graphs: list[tuple[list[Tensor], tuple[Tensor, ...]]] = []
+    for support in batch.supports:
+        leaves = detached_leaves(current)
+        grads = torch.autograd.grad(inner_loss(leaves, support).sum(), list(leaves.values()),
+                                    create_graph=not first_order)
+        inner_graphs.append((list(leaves.values()), grads))
+        current = {k: leaves[k].detach() - inner_lr * g.detach() for k, g in zip(leaves, grads)}
+    adapted = detached_leaves(current)
     steps = batch.query.steps
     mean, log_std = policy.distribution_params(adapted, steps.observations)
     weights = steps.mask / (n * steps.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
     inverse_var = torch.exp(-2 * batch.query.old_log_std)  # [N, 1, act]
     curvature_mean = weights.unsqueeze(-1) * inverse_var
     curvature_log_std = (2 * weights.sum(-1)).view(n, 1, 1).expand_as(log_std)
-    return gauss_newton_vector_product(
-        outputs=[mean, log_std],
-        wrt=list(leaves.values()),
+    gauss_newton = gauss_newton_vector_product(
+        outputs=[mean, log_std], wrt=list(adapted.values()),
         curvature=[curvature_mean, curvature_log_std],
-        damping=damping,
     )
+    shapes = [v.shape for v in adapted.values()]
+
+    def through_inner_step(graph: tuple[list[Tensor], tuple[Tensor, ...]],
+                           vectors: list[Tensor]) -> list[Tensor]:
+        """``(I - lr H_s) v`` for every task's own vector."""
+        leaves, grads = graph
+        hessian_v = torch.autograd.grad(grads, leaves, grad_outputs=vectors, retain_graph=True)
+        return [v - inner_lr * h for v, h in zip(vectors, hessian_v)]
+
+    def product(vector: Tensor) -> Tensor:
+        per_task_v = [piece.unsqueeze(0).expand(shape) for piece, shape
+                      in zip(unflatten(vector, params).values(), shapes)]
+        if not first_order:
+            for graph in inner_graphs:
+                per_task_v = through_inner_step(graph, per_task_v)
+        flat_gn = gauss_newton(torch.cat([v.reshape(-1) for v in per_task_v]))
+        pieces, offset = [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            pieces.append(flat_gn[offset: offset + size].view(shape))
+            offset += size
+        if not first_order:
+            for graph in reversed(inner_graphs):
+                pieces = through_inner_step(graph, pieces)
+        return torch.cat([p.sum(0).reshape(-1) for p in pieces]) + damping * vector
+
+    return product

@@ -14,6 +14,7 @@ from metarl.maml import (
     QueryBatch,
     fisher_vector_product,
     query_loss_and_kl,
+    subsample_query,
 )
 from metarl.policies import GaussianMLPPolicy
 
@@ -101,3 +102,41 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl_through_adaptation() ->
             assert not torch.allclose(explicit, hessian, atol=1e-6)
         else:
             assert torch.allclose(explicit, hessian, atol=1e-9)
+
+
+def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_steps() -> None:
+    """TRPO's curvature batch keeps every support step and a subsample of the query: the
+    product equals the explicit Hessian of the mean KL on that subsample, through two inner
+    steps adapted on all the support data."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, (3,), init_log_std=-0.3).double()
+    params = policy.initial_params()
+    g = torch.Generator().manual_seed(2)
+    n, m = 3, 8
+
+    def steps() -> StepBatch:
+        return StepBatch(torch.randn(n, m, 2, generator=g, dtype=torch.float64),
+                         torch.randn(n, m, 2, generator=g, dtype=torch.float64),
+                         0.3 * torch.randn(n, m, generator=g, dtype=torch.float64),
+                         (torch.rand(n, m, generator=g) > 0.2).double())
+
+    supports, query = [steps(), steps()], steps()
+    from metarl.adaptation import adapt
+    adapted = adapt(reinforce_loss(policy), per_task(params, n), supports, 0.3)
+    old_mean, old_log_std = policy.distribution_params(adapted, query.observations)
+    batch = MetaBatch(supports, QueryBatch(query, old_mean.detach(), old_log_std.detach(),
+                                           torch.zeros(n, m, dtype=torch.float64)))
+    curvature_batch = subsample_query(batch, 0.5, torch.Generator().manual_seed(0))
+    assert curvature_batch.supports is batch.supports
+    assert curvature_batch.query.steps.mask.shape == (n, m // 2)
+
+    def mean_kl(flat: torch.Tensor) -> torch.Tensor:
+        return query_loss_and_kl(policy, reinforce_loss(policy), unflatten(flat, params),
+                                 curvature_batch, inner_lr=0.3)[1]
+
+    hessian = torch.autograd.functional.hessian(mean_kl, flatten(params))
+    product = fisher_vector_product(policy, reinforce_loss(policy), params, curvature_batch, 0.3,
+                                    damping=0.01)
+    explicit = torch.stack([product(e) for e in torch.eye(hessian.shape[0], dtype=torch.float64)])
+    expected = hessian + 0.01 * torch.eye(hessian.shape[0], dtype=torch.float64)
+    assert torch.allclose(explicit, expected, rtol=1e-9, atol=1e-9 * hessian.abs().max())
