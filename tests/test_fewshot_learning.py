@@ -1,6 +1,7 @@
 """Supervised few-shot runs learn, through `metarl train` and `metarl eval`: fine-tuning a MAML
 initialisation helps on separable synthetic Omniglot tasks, trained nearest prototypes classify
-them, the time budget stops a run, and (slow) MAML beats the pretrained baseline on sinusoids.
+them, the time budget stops a run, and MAML beats the pretrained baseline on sinusoids (about
+a minute; every learning claim runs in the default test run).
 
 Omniglot runs read the tiny synthetic archive (``write_synthetic_omniglot``: each character a
 random stroke template, its drawings the template plus noise) through ``--data-path``.
@@ -76,7 +77,6 @@ def test_the_time_budget_stops_a_run_after_the_iteration_that_passes_it(tmp_path
     assert load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 1
 
 
-@pytest.mark.slow
 def test_short_maml_beats_the_pretrained_baseline_after_one_step(tmp_path: Path) -> None:
     # 3,000 of the presets' 70,000 iterations (measured after one step: MAML 0.79, pretrained
     # 2.65; the README's full runs reach 0.33 and 2.48).
