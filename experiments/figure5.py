@@ -127,7 +127,8 @@ def format_table(results: dict[str, Any], tasks: int) -> str:
              "brackets); the paper's numbers (Finn et al. 2017, Figure 5) beside each row.", ""]
     for preset, entry in results.items():
         done, asked = entry["iterations"], entry["iterations_asked"]
-        status = "" if done is None or done >= asked else f" (stopped at {done} of {asked} iterations)"
+        stopped = done is not None and done < asked
+        status = f" (stopped at {done} of {asked} iterations)" if stopped else ""
         lines += [f"### {TITLES.get(preset, preset)}: `{preset}`{status}", "",
                   "| method | step 0 | step 1 | step 2 | step 3 | paper |",
                   "| --- | --- | --- | --- | --- | --- |"]
