@@ -1,10 +1,10 @@
 """MuJoCo locomotion task families: HalfCheetah and Ant with velocity, direction and goal tasks.
 
-Task distributions and rewards follow REFERENCE.md section 1 (MAML, Finn et al. 2017,
-arXiv:1703.03400, Sec. 5.3, and the peers' reproductions), on gymnasium's MuJoCo models through
-the official ``mujoco`` bindings. The observation, reward and termination of every family are
-pure numpy functions of batched simulator arrays, shared by the single environment here and the
-batched simulator in ``batched_mujoco.py``, so both compute exactly the same thing.
+Task distributions and rewards follow MAML (Finn et al. 2017, arXiv:1703.03400, Sec. 5.3) and
+its PyTorch reproductions, on gymnasium's MuJoCo models through the official ``mujoco``
+bindings. The observation, reward and termination of every family are pure numpy functions of
+batched simulator arrays, shared by the single environment here and the batched simulator in
+``batched_mujoco.py``, so both compute exactly the same thing.
 
 Rewards per step (``v_x`` = change of the torso's x position over the environment step ``dt``,
 ``a`` = the action after clipping into the actuator range):
@@ -21,8 +21,8 @@ Rewards per step (``v_x`` = change of the torso's x position over the environmen
 after the step by a forward pass from a cold solver start (``contact_forces``; gymnasium instead
 reads them off the last physics sub-step, whose warm-started solution a batched simulator
 cannot reproduce: contact forces are not unique, and cold and warm solves can differ). The
-survive bonus 1.0 is REFERENCE.md's; the control and contact coefficients are those of the
-MAML-RL ant (0.5 * 1e-2 and 0.5 * 1e-3). The Ant terminates when its torso height leaves
+survive bonus is 1.0, as in gymnasium's Ant; the control and contact coefficients are those of
+the MAML-RL ant (0.5 * 1e-2 and 0.5 * 1e-3). The Ant terminates when its torso height leaves
 [0.2, 1.0] or the state is not finite; HalfCheetah never terminates.
 
 Physics settings (``physics``):

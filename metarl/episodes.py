@@ -1,6 +1,6 @@
 """Episodes as time-major tensors with a validity mask, and the pure functions derived from them.
 
-Shapes follow DESIGN.md: ``[N tasks, T time, B episodes, ...]``. ``mask[n, t, b]`` is 1 while
+Shapes: ``[N tasks, T time, B episodes, ...]``. ``mask[n, t, b]`` is 1 while
 episode ``b`` of task ``n`` is still running at step ``t`` and 0 after it terminated. Nothing here
 changes its inputs.
 

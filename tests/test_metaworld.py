@@ -227,7 +227,7 @@ def test_presets_write_every_field_and_load() -> None:
         assert set(yaml.safe_load(preset.read_text())) == names, preset.name
         config = load_config(preset)
         assert config.env_id in registered_env_ids()
-    paper = load_config(EXPERIMENTS / "metaworld_ml1_reach.yaml")  # REFERENCE.md section 2
+    paper = load_config(EXPERIMENTS / "metaworld_ml1_reach.yaml")  # the Meta-World paper's settings
     assert (paper.meta_batch_size, paper.episodes_per_task, paper.horizon) == (20, 10, 500)
     assert (paper.hidden_sizes, paper.activation) == ((128, 128), "tanh")
     assert (paper.inner_lr, paper.outer, paper.max_kl, paper.eval_tasks) == (1e-4, "trpo", 0.01, 50)

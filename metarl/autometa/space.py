@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
-# The operator set: a CPU-sized subset of PNAS's eight (REFERENCE.md section 5 suggests 4-5).
+# The operator set: a CPU-sized subset of the eight of PNAS (Liu et al. 2018, arXiv:1712.00559).
 # sepK: depthwise-separable KxK convolution; max3/avg3: 3x3 pooling, stride 1; id: identity.
 OPERATORS: tuple[str, ...] = ("sep3", "sep5", "max3", "avg3", "id")
 CELL_INPUTS = 2  # the outputs of the two previous cells

@@ -45,7 +45,7 @@ class FewShotConfig:
     """Hyperparameters of one supervised few-shot run, checked when the object is built.
 
     Defaults are the MAML paper's sinusoid regression (Finn et al. 2017, arXiv:1703.03400, Sec.
-    5.1; REFERENCE.md section 4): K = 10 points, 25 tasks per meta-batch, one inner step of rate
+    5.1): K = 10 points, 25 tasks per meta-batch, one inner step of rate
     0.01, Adam with rate 1e-3; evaluation on 600 held-out tasks after up to 10 steps.
 
     Fields:

@@ -1,6 +1,6 @@
 """Held-out evaluation of a supervised few-shot run: the query score after 0..k inner steps.
 
-Protocol (Finn et al. 2017, arXiv:1703.03400, Sec. 5; REFERENCE.md section 4): tasks drawn
+Protocol (Finn et al. 2017, arXiv:1703.03400, Sec. 5): tasks drawn
 with a fixed seed (600 by default; Omniglot's from the 423 meta-test characters, rotations as
 classes), each adapted from the meta-parameters on its support set and scored on its own
 query examples after every step; the mean over tasks and its 95% interval per step.
