@@ -126,7 +126,7 @@ def evaluate_run(
 
     ``tasks`` and ``steps`` default to the run's ``eval_tasks`` and ``eval_steps``; tasks come
     from a generator derived from ``seed``. ``mean`` and ``ci95`` hold the metric (query MSE,
-    or query accuracy as a fraction) per step; ``per_task`` the scores [task][step].
+    or query accuracy as a fraction) per step; ``per_task`` the scores ``[task][step]``.
     """
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
