@@ -10,7 +10,7 @@ original MAML-RL surrogate by default, ProMP's LVC or DiCE on request.
 Tasks are a tensor dimension: parameters are expanded to ``[N, ...]`` and every task's forward
 pass is one batched matmul. ``meta_gradient`` also offers ``torch.func.vmap`` over tasks (with a
 ``chunk_size``) and a plain loop, used by the tests (all three agree) and by ``metarl bench``,
-which measures them; the batched form was fastest here (see README).
+which measures them; the batched form was fastest here (docs/results/speed.md).
 """
 
 from __future__ import annotations

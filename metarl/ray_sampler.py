@@ -1,9 +1,9 @@
 """Ray rollout backend (``sampler: ray``): a meta-batch's tasks sampled by Ray actors in parallel.
 
 Sampling dominates a locomotion meta-iteration (about 85% of a HalfCheetahVel iteration on two
-cores, see README) and every task samples independently, so it is what spreads over machines.
-Ray (Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI Applications", OSDI) runs
-the actors on one machine or on a cluster and moves the results.
+cores, docs/results/speed.md) and every task samples independently, so it is what spreads over
+machines. Ray (Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI
+Applications", OSDI) runs the actors on one machine or on a cluster and moves the results.
 
 Each actor (a ``ShardSampler``) holds the batched simulator of its share of the meta-batch's
 tasks, the policy and the inner loss. Per iteration the learner sends theta once and each actor

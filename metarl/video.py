@@ -177,7 +177,7 @@ SHADOW_MAP = 1024  # shadow map side; MuJoCo's default 4096 costs ~35 ms and ~17
 def set_render_quality(env: gymnasium.Env[Any, Any], shadows: bool) -> None:
     """Shadows and reflections on (with a 1024-px shadow map) or off, for a MuJoCo environment.
 
-    Software OpenGL spends most of a frame on them (README, Videos). Edits only visual fields
+    Software OpenGL spends most of a frame on them (docs/results/speed.md). Edits only visual fields
     of the environment's model, and must run before the first ``render_frame`` (which creates
     the OpenGL context, sized by the shadow map); other environments are left alone.
     """

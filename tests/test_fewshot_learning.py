@@ -79,7 +79,7 @@ def test_the_time_budget_stops_a_run_after_the_iteration_that_passes_it(tmp_path
 
 def test_short_maml_beats_the_pretrained_baseline_after_one_step(tmp_path: Path) -> None:
     # 3,000 of the presets' 70,000 iterations (measured after one step: MAML 0.79, pretrained
-    # 2.65; the README's full runs reach 0.33 and 2.48).
+    # 2.65; the full runs in docs/results/fewshot.md reach 0.33 and 2.48).
     short = ["--iterations", "3000", "--val-interval", "0", "--log-interval", "3000"]
     after_one_step = {}
     for learner in ("maml", "pretrained"):
