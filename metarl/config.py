@@ -90,6 +90,11 @@ class TrainConfig:
         cg_damping: damping added to the Fisher-vector products (F + damping * I).
         ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
         ls_max_steps: maximum TRPO line-search steps before the update is rejected.
+        trpo_pre_update_kl: also bound the pre-update policy's change in TRPO's trust region:
+            the KL of pi_theta on the support states is added to the adapted policies' KL, in
+            the curvature and in the line search's check (as ProMP penalises it, Rothfuss et
+            al. 2018, arXiv:1810.06784). Without it the exact curvature lets theta move far in
+            directions the adapted policies barely see (see docs/learners.md).
         fvp_fraction: fraction of the query steps on which TRPO measures its curvature (the
             Fisher-vector products); the adaptation inside them uses all support steps.
         meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
@@ -151,6 +156,7 @@ class TrainConfig:
     cg_damping: float = 1e-5
     ls_backtrack: float = 0.8
     ls_max_steps: int = 15
+    trpo_pre_update_kl: bool = False
     fvp_fraction: float = 0.1
     meta_grad_chunk: int = 5
     gamma: float = 0.99

@@ -143,6 +143,14 @@ def _tasks(data: Any, index: int | slice) -> Any:
     return tree_map(lambda x: x[index], data)
 
 
+def random_steps(num_steps: int, fraction: float, generator: torch.Generator) -> Tensor:
+    """A sorted random ``fraction`` of ``range(num_steps)`` (at least one; all if fraction 1)."""
+    if fraction >= 1.0:
+        return torch.arange(num_steps)
+    keep = max(1, math.ceil(fraction * num_steps))
+    return torch.randperm(num_steps, generator=generator)[:keep].sort().values
+
+
 def subsample_query(batch: MetaBatch, fraction: float, generator: torch.Generator) -> MetaBatch:
     """The batch with the same random ``fraction`` of query steps kept for every task (at least
     one); the supports stay whole.
@@ -156,9 +164,7 @@ def subsample_query(batch: MetaBatch, fraction: float, generator: torch.Generato
     if fraction >= 1.0:
         return batch
     q = batch.query
-    num_steps = q.steps.mask.shape[-1]
-    keep = max(1, math.ceil(fraction * num_steps))
-    index = torch.randperm(num_steps, generator=generator)[:keep].sort().values
+    index = random_steps(q.steps.mask.shape[-1], fraction, generator)
     query = QueryBatch(
         steps=q.steps.subsample(index),
         old_mean=q.old_mean.index_select(-2, index),
@@ -166,6 +172,25 @@ def subsample_query(batch: MetaBatch, fraction: float, generator: torch.Generato
         old_log_prob=q.old_log_prob.index_select(-1, index),
     )
     return MetaBatch(batch.supports, query)
+
+
+def pre_update_fisher_product(
+    policy: GaussianMLPPolicy, params: Params, support: StepBatch
+) -> Callable[[Tensor], Tensor]:
+    """``v -> F_pre v`` with F_pre the Hessian at ``params`` of the mean over tasks of
+    KL(pi_params_old || pi_params) on the ``support`` states: the curvature of the pre-update
+    (support-sampling) policy's change, in Gauss-Newton form, exact at the old policy."""
+    n = support.mask.shape[0]
+    leaves = detached_leaves(params)
+    mean, log_std = policy.distribution_params(leaves, support.observations)
+    weights = support.mask / (n * support.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
+    inverse_var = torch.exp(-2 * log_std.detach())
+    curvature_mean = weights.unsqueeze(-1) * inverse_var
+    curvature_log_std = 2 * weights.sum() * torch.ones_like(log_std)
+    return gauss_newton_vector_product(
+        outputs=[mean, log_std], wrt=list(leaves.values()),
+        curvature=[curvature_mean, curvature_log_std],
+    )
 
 
 def fisher_vector_product(

@@ -12,12 +12,13 @@ import json
 import statistics
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from metarl.adaptation import adapt_step, per_task
 from metarl.atomic_write import write_json, write_text
@@ -47,7 +48,9 @@ from metarl.maml import (
     QueryBatch,
     fisher_vector_product,
     meta_gradient,
+    pre_update_fisher_product,
     query_loss_and_kl,
+    random_steps,
     subsample_query,
     surrogate_loss,
 )
@@ -55,7 +58,7 @@ from metarl.outer import AdamState, adam_init, adam_step, trpo_step
 from metarl.plots import plot_training_curves
 from metarl.policies import GaussianMLPPolicy, gaussian_log_prob
 from metarl.policy_proximal import anchored_batch, floored_surrogate_loss
-from metarl.promp import promp_step
+from metarl.promp import pre_update_kl, promp_step
 from metarl.reptile import reptile_direction
 from metarl.resources import peak_rss_mb
 from metarl.rollout import draw_task_seeds, rollout
@@ -320,14 +323,20 @@ class MetaLearner:
                 self.policy, self.inner_loss, state.params, curvature_batch, c.inner_lr,
                 c.first_order_meta_gradient, c.cg_damping,
             )
+            trust_region: Callable[[Params], tuple[Tensor, Tensor]] = loss_and_kl
+            if c.trpo_pre_update_kl:
+                fisher, trust_region = self._with_pre_update_kl(state.params, batch, fisher)
             result = trpo_step(
-                state.params, gradient, loss.item(), fisher, loss_and_kl,
+                state.params, gradient, loss.item(), fisher, trust_region,
                 c.max_kl, c.cg_iters, c.ls_backtrack, c.ls_max_steps,
             )
+            with torch.no_grad():
+                _, kl = loss_and_kl(result.params)
             metrics.update({
                 "outer/surrogate_before": result.loss_before,
                 "outer/surrogate_after": result.loss_after,
-                "outer/kl": result.kl,
+                "outer/kl": kl.item(),
+                "outer/trust_region_kl": result.kl,
                 "outer/ls_steps": float(result.line_search_steps),
                 "outer/accepted": float(result.accepted),
                 "outer/cg_residual": result.cg_residual,
@@ -345,6 +354,30 @@ class MetaLearner:
                 loss_after, kl = loss_and_kl(params)
             metrics.update({"outer/surrogate_after": loss_after.item(), "outer/kl": kl.item()})
         return state._replace(params=params, adam=adam), metrics
+
+    def _with_pre_update_kl(
+        self, params: Params, batch: MetaBatch, post_update: Callable[[Tensor], Tensor]
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Params], tuple[Tensor, Tensor]]]:
+        """TRPO's curvature and trust-region measure with the pre-update policy's KL on the
+        first support batch's states added to the adapted policies' KL (``trpo_pre_update_kl``).
+        """
+        c = self.config
+        support = batch.supports[0]
+        with torch.no_grad():
+            old = self.policy.distribution_params(params, support.observations)
+        index = random_steps(support.mask.shape[-1], c.fvp_fraction, self.generator)
+        pre_update = pre_update_fisher_product(self.policy, params, support.subsample(index))
+
+        def fisher(vector: Tensor) -> Tensor:
+            return post_update(vector) + pre_update(vector)
+
+        def loss_and_total_kl(candidate: Params) -> tuple[Tensor, Tensor]:
+            loss, kl = query_loss_and_kl(self.policy, self.inner_loss, candidate, batch,
+                                         c.inner_lr, c.first_order_meta_gradient,
+                                         c.meta_grad_chunk)
+            return loss, kl + pre_update_kl(self.policy, candidate, support, old)
+
+        return fisher, loss_and_total_kl
 
     def meta_gradient(
         self, params: Params, batch: MetaBatch

@@ -166,60 +166,87 @@ def test_meta_gradient_has_the_learners_order(learner: str, first_order: bool) -
     assert (expected[True] - expected[False]).norm() > 1e-2 * expected[False].norm()
 
 
+def ref_pre_update_kl(vector: Tensor, theta: Theta, support: StepBatch, steps: Tensor
+                      ) -> Tensor:
+    """Mean over tasks of KL(pi_theta || pi_vector) on the support states ``steps``."""
+    params = unflat(vector, theta)
+    kls = []
+    for i in range(support.mask.shape[0]):
+        obs = support.observations[i, steps]
+        old_mean, old_log_std = (x.detach() for x in ref_distribution(theta, obs))
+        mean, log_std = ref_distribution(params, obs)
+        kls.append(weighted_mean(ref_kl(old_mean, old_log_std, mean, log_std),
+                                 support.mask[i, steps]))
+    return torch.stack(kls).mean()
+
+
 def reference_trpo_step(theta: Theta, batch: MetaBatch, config: TrainConfig,
-                        query_steps: Tensor) -> tuple[Tensor, int]:
+                        query_steps: Tensor, support_steps: Tensor
+                        ) -> tuple[Tensor, int, float]:
     """TRPO from its definition (Schulman et al. 2015, Appendix C): x = -(F + d I)^-1 g with F
-    the Hessian of the mean KL on ``query_steps`` through the adaptation on all support steps;
-    the step scaled to 0.5 s^T (F + d I) s = max_kl; the first backtracked step that lowers the
-    loss with the KL within max_kl. Returns the new parameters and how many steps were tried."""
+    the Hessian of the mean KL on ``query_steps`` through the adaptation on all support steps
+    (plus, with ``trpo_pre_update_kl``, the Hessian of the pre-update policy's KL on
+    ``support_steps``); the step scaled to 0.5 s^T (F + d I) s = max_kl; the first backtracked
+    step that lowers the loss with the KL (the sum of both) within max_kl. Returns the new
+    parameters, how many steps were tried and the trust region's KL there."""
     first_order = config.learner == "fomaml"
     lr = config.inner_lr
+    support = batch.supports[0]
+    everything = torch.arange(support.mask.shape[-1])
     vector = flat(theta).requires_grad_(True)
     loss, _ = ref_meta_loss_and_kl(vector, theta, batch, lr, first_order)
     g = torch.autograd.grad(loss, vector)[0]
 
-    def mean_kl(v: Tensor) -> Tensor:
-        return ref_meta_loss_and_kl(v, theta, batch, lr, first_order, query_steps)[1]
+    def trust_region_kl(v: Tensor, query: Tensor | None, supports: Tensor) -> Tensor:
+        kl = ref_meta_loss_and_kl(v, theta, batch, lr, first_order, query)[1]
+        if config.trpo_pre_update_kl:
+            kl = kl + ref_pre_update_kl(v, theta, support, supports)
+        return kl
 
-    fisher = torch.autograd.functional.hessian(mean_kl, flat(theta))
+    fisher = torch.autograd.functional.hessian(
+        lambda v: trust_region_kl(v, query_steps, support_steps), flat(theta))
     fisher = fisher + config.cg_damping * torch.eye(fisher.shape[0], dtype=fisher.dtype)
     x = torch.linalg.solve(fisher, -g)
     step = x * torch.sqrt(config.max_kl / (0.5 * x @ fisher @ x))
     loss_before = loss.item()
     for k in range(config.ls_max_steps):
         candidate = (flat(theta) + config.ls_backtrack**k * step).detach().requires_grad_(True)
-        new_loss, new_kl = ref_meta_loss_and_kl(candidate, theta, batch, lr, first_order)
-        if new_loss.item() < loss_before and new_kl.item() <= config.max_kl:
-            return candidate.detach(), k + 1
-    return flat(theta), config.ls_max_steps
+        new_loss, _ = ref_meta_loss_and_kl(candidate, theta, batch, lr, first_order)
+        kl = trust_region_kl(candidate, None, everything).item()
+        if new_loss.item() < loss_before and kl <= config.max_kl:
+            return candidate.detach(), k + 1, kl
+    return flat(theta), config.ls_max_steps, 0.0
 
 
-@pytest.mark.parametrize("learner", ["maml", "fomaml"])
+@pytest.mark.parametrize("learner,pre_update_kl", [("maml", False), ("fomaml", False),
+                                                   ("maml", True)])
 @pytest.mark.parametrize("fvp_fraction", [1.0, 0.5])
-def test_trpo_update_equals_the_step_from_its_definition(learner: str, fvp_fraction: float
-                                                         ) -> None:
+def test_trpo_update_equals_the_step_from_its_definition(learner: str, pre_update_kl: bool,
+                                                         fvp_fraction: float) -> None:
     """The trainer's whole TRPO update: gradient, curvature (the exact KL Hessian on the query
-    subsample, adapted on all supports), damping, step size, line search. (Planted: supports
-    subsampled too; the FVP's first_order flag from ``c.first_order``; theta in place of the
-    learner's state.)"""
+    subsample, adapted on all supports; with ``trpo_pre_update_kl`` plus the pre-update KL's),
+    damping, step size, line search. (Planted: supports subsampled too; the FVP's first_order
+    flag from ``c.first_order``; no damping; the pre-update term left out of the line search.)"""
     config = tiny_config(learner=learner, fvp_fraction=fvp_fraction, max_kl=0.02,
-                         cg_iters=60, cg_damping=0.05, inner_lr=0.1)
+                         cg_iters=60, cg_damping=0.05, inner_lr=0.1,
+                         trpo_pre_update_kl=pre_update_kl)
     theta = tiny_theta()
     batch = tiny_batch(theta, lr=0.1)
     with MetaLearner(config) as meta:
-        # the query steps the curvature uses, drawn as the learner will draw them
+        # the steps the curvature uses, drawn as the learner will draw them: query, then support
         generator = torch.Generator()
         generator.set_state(meta.generator.get_state())
-        steps = batch.query.steps.mask.shape[-1]
-        keep = max(1, math.ceil(fvp_fraction * steps))
-        query_steps = (torch.randperm(steps, generator=generator)[:keep].sort().values
-                       if fvp_fraction < 1 else torch.arange(steps))
+        draws = [torch.randperm(m, generator=generator)[:max(1, math.ceil(fvp_fraction * m))]
+                 .sort().values if fvp_fraction < 1 else torch.arange(m)
+                 for m in (batch.query.steps.mask.shape[-1], batch.supports[0].mask.shape[-1])]
         state = TrainState(theta, None, 0, 0, float("-inf"))
         new, metrics = meta.update(state, batch)
-    expected, tried = reference_trpo_step(theta, batch, config, query_steps)
+    expected, tried, kl = reference_trpo_step(theta, batch, config, *draws)
     assert metrics["outer/accepted"] == 1.0 and metrics["outer/ls_steps"] == tried
-    assert 0.0 < metrics["outer/kl"] <= config.max_kl
-    assert torch.allclose(flat(new.params), expected, atol=1e-7)
+    assert metrics["outer/trust_region_kl"] == pytest.approx(kl, rel=1e-4)
+    assert 0.0 < metrics["outer/kl"] <= metrics["outer/trust_region_kl"] <= config.max_kl
+    # conjugate gradient stops at a residual of 1e-5, the reference solves exactly
+    assert torch.allclose(flat(new.params), expected, rtol=0.0, atol=2e-5)
     assert (expected - flat(theta)).norm() > 1e-3
 
 
