@@ -28,6 +28,7 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
+from metarl.envs.action_map import ActionMap
 from metarl.envs.base import (
     Task,
     TaskVectorEnv,
@@ -54,7 +55,7 @@ class LocomotionVectorEnv(TaskVectorEnv):
     """``num_envs`` sub-environments of one locomotion family, each with its own task."""
 
     def __init__(self, num_envs: int, family: str, physics: str = "peers",
-                 nthread: int | None = None) -> None:
+                 nthread: int | None = None, action_space: str = "env") -> None:
         super().__init__(num_envs)
         if family not in FAMILIES:
             raise ValueError(f"unknown locomotion family {family!r} (known: {', '.join(FAMILIES)})")
@@ -77,9 +78,10 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self._sensors = np.zeros((num_envs, self.frame_skip, self.model.nsensordata))
         self._tasks: TaskParams = stack_tasks(self.family.sample(num_envs,
                                                                  np.random.default_rng(0)))
-        self.single_action_space = gymnasium.spaces.Box(
+        self._action_map = ActionMap(gymnasium.spaces.Box(
             *self.model.actuator_ctrlrange.T.astype(np.float32), dtype=np.float32
-        )
+        ), action_space)
+        self.single_action_space = self._action_map.space
         self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, num_envs)
         obs = self._observe(np.zeros((num_envs, nq)), np.zeros((num_envs, nv)),
                             np.zeros((num_envs, self.model.nbody, 6)))
@@ -123,7 +125,8 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         low, high = self.model.actuator_ctrlrange.T
-        action = np.clip(checked_action(actions, (self.num_envs, self.model.nu)), low, high)
+        action = np.clip(self._action_map(checked_action(actions, (self.num_envs, self.model.nu))),
+                         low, high)
         control = np.repeat(action[:, None, :], self.frame_skip, axis=1)
         qpos_before = self._state[:, self._qpos_slice].copy()
         self._rollout.rollout(

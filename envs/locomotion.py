@@ -52,6 +52,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
+from metarl.envs.action_map import ActionMap
 from metarl.envs.base import Task, TaskEnv, checked_action
 
 PHYSICS = ("peers", "maml")
@@ -229,7 +230,7 @@ class LocomotionEnv(MujocoEnv, TaskEnv[np.ndarray, np.ndarray]):
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
 
     def __init__(self, family: str, physics: str = "peers", render_mode: str | None = None,
-                 width: int = 480, height: int = 480) -> None:
+                 width: int = 480, height: int = 480, action_space: str = "env") -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown locomotion family {family!r} (known: {', '.join(FAMILIES)})")
         check_physics(physics)
@@ -238,6 +239,11 @@ class LocomotionEnv(MujocoEnv, TaskEnv[np.ndarray, np.ndarray]):
         MujocoEnv.__init__(self, robot.xml_path, robot.frame_skip[physics], None,
                            render_mode=render_mode, width=width, height=height,
                            default_camera_config={"distance": 4.0, "trackbodyid": 1})
+        # MujocoEnv exposes the actuators' range; the policy may act in the unit box instead
+        low, high = self.model.actuator_ctrlrange.T.astype(np.float32)
+        self._action_map = ActionMap(gymnasium.spaces.Box(low, high, dtype=np.float32),
+                                     action_space)
+        self.action_space = self._action_map.space
         self.metadata = {"render_modes": ["human", "rgb_array", "depth_array"],
                          "render_fps": int(np.round(1.0 / self.dt))}
         obs_dim = observation(self.family, self.init_qpos[None], self.init_qvel[None],
@@ -272,7 +278,7 @@ class LocomotionEnv(MujocoEnv, TaskEnv[np.ndarray, np.ndarray]):
         self, action: np.ndarray
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         low, high = self.model.actuator_ctrlrange.T
-        action = np.clip(checked_action(action, (self.model.nu,)), low, high)
+        action = np.clip(self._action_map(checked_action(action, (self.model.nu,))), low, high)
         qpos_before = self.data.qpos.copy()
         self.do_simulation(action, self.frame_skip)
         if self.family.robot.uses_contacts:

@@ -538,7 +538,9 @@ def record_video(
 
 
 def _env_kwargs(config: TrainConfig) -> dict[str, Any]:
-    # The MuJoCo families take the run's `physics` setting; make_render_env passes it only to
-    # constructors that take it.
-    physics = getattr(config, "physics", None)
-    return {} if physics is None else {"physics": physics}
+    # The MuJoCo families take the run's `physics` setting and every metarl environment its
+    # `action_space` (the policy's actions are in that space); make_render_env passes each only
+    # to constructors that take it.
+    kwargs = {name: getattr(config, name) for name in ("physics", "action_space")
+              if getattr(config, name, None) is not None}
+    return kwargs
