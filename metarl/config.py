@@ -50,7 +50,8 @@ class TrainConfig:
     Fields:
         env_id: registered task-distribution environment to meta-train on.
         physics: simulation setting of the MuJoCo families: "peers" (gymnasium models, frame
-            skip 5) or "maml" (the MAML paper's time step); see metarl.envs.locomotion.
+            skip 5) or "maml" (the MAML paper's time step and reward terms); see
+            metarl.envs.locomotion.
         action_space: the space the policy acts in: "env" (the environment's own bounds) or
             "unit" ([-1, 1]^d, mapped onto the bounds by a_env = lb + (a + 1) (ub - lb) / 2 and
             clipped there, inside the environment, as the MAML paper's code normalised every
