@@ -195,6 +195,13 @@ def test_evaluation_and_video_envs_step_the_configs_action_space(action_space: s
     np.testing.assert_allclose(obs, step, atol=1e-7)
 
 
+def test_video_refuses_unit_actions_for_an_environment_without_the_setting() -> None:
+    from metarl.video import make_render_env
+
+    with pytest.raises(ValueError, match="takes no action_space"):
+        make_render_env("CartPole-v1", 32, 32, action_space="unit")
+
+
 def test_training_and_ray_workers_make_their_envs_in_the_configs_action_space() -> None:
     from metarl.ray_sampler import ShardSampler
     from metarl.trainer import MetaLearner
