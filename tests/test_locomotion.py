@@ -349,3 +349,38 @@ def test_closing_stops_the_simulator_threads_once_and_for_all() -> None:
     with pytest.raises(RuntimeError, match="thread pool shutdown"):
         learner.env.step(np.zeros((2, 6)))
 
+
+PAPER_PRESETS = ("halfcheetah_vel_paper", "halfcheetah_dir_paper")
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_paper_presets_hold_the_papers_settings(preset: str) -> None:
+    from pathlib import Path
+
+    from metarl.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / "experiments" / f"{preset}.yaml")
+    assert (config.physics, config.action_space, config.horizon) == ("maml", "unit", 200)
+    assert (config.hidden_sizes, config.activation) == ((100, 100), "relu")
+    assert (config.inner_lr, config.meta_batch_size, config.episodes_per_task) == (0.1, 40, 20)
+    assert (config.outer, config.max_kl, config.gamma, config.gae_lambda) == ("trpo", 0.01,
+                                                                             0.99, 1.0)
+    # the paper's test: 40 tasks, 20 episodes of 200 steps per update
+    assert (config.eval_tasks, config.eval_episodes) == (40, 20)
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_paper_presets_train_and_evaluate_at_tiny_size(preset: str, tmp_path) -> None:
+    import json
+
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", preset, "--run-dir", str(run), "--iterations", "1",
+                 "--meta-batch-size", "2", "--episodes-per-task", "2", "--horizon", "10",
+                 "--torch-threads", "1", "--no-progress"]) == 0
+    assert main(["eval", str(run), "--tasks", "2", "--steps", "2", "--episodes", "2",
+                 "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["steps"] == [0, 1, 2] and result["step_sizes"] == [0.1, 0.05]
+    assert all(np.isfinite(result["mean"]))
