@@ -6,6 +6,11 @@ vectorization_mode="vector_entry_point")`` -- gives ``n`` of them stepped togeth
 sub-environment assigned with ``set_tasks``. The MuJoCo families need the ``mujoco`` extra and
 are imported only when made; so are Meta-World's ML1 and ML10 benchmarks (``metarl/ML1-<task>-v3``,
 ``metarl/ML10-v3``, the ``metaworld`` extra; see ``metarl.envs.metaworld_tasks``).
+
+Every environment takes ``action_space``: ``"env"`` (the default: the policy acts in the
+environment's own bounds) or ``"unit"`` (it acts in [-1, 1]^d, mapped onto the bounds inside the
+environment; ``metarl.envs.action_map``), in both forms. ``env_kwargs`` gives the keyword
+arguments of ``gymnasium.make`` that match ``make_task_vector_env``'s settings.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from metarl.envs.action_map import ACTION_SPACES, check_action_space
 from metarl.envs.base import Task, TaskEnv, TaskVectorEnv
 from metarl.envs.metaworld_tasks import ML1_TASK_NAMES
 from metarl.envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 __all__ = [
+    "ACTION_SPACES",
     "LOCOMOTION_FAMILIES",
     "Navigation2DEnv",
     "Navigation2DVectorEnv",
@@ -87,24 +94,28 @@ def registered_env_ids() -> list[str]:
     return sorted(_ENVS)
 
 
-def env_kwargs(env_id: str, physics: str = "peers") -> dict[str, Any]:
-    """Keyword arguments that select ``physics`` for ``env_id``: pass them to ``gymnasium.make``
-    for a single environment that matches ``make_task_vector_env(env_id, n, physics)``."""
+def env_kwargs(env_id: str, physics: str = "peers", action_space: str = "env") -> dict[str, Any]:
+    """Keyword arguments that select ``physics`` and ``action_space`` for ``env_id``: pass them to
+    ``gymnasium.make`` for a single environment that matches ``make_task_vector_env(env_id, n,
+    physics, action_space=action_space)``."""
     if env_id not in _ENVS:
         known = ", ".join(registered_env_ids())
         raise ValueError(f"unknown environment id {env_id!r} (known: {known})")
-    return {"physics": physics} if _ENVS[env_id].has_physics else {}
+    check_action_space(action_space)
+    kwargs: dict[str, Any] = {"physics": physics} if _ENVS[env_id].has_physics else {}
+    return {**kwargs, "action_space": action_space}
 
 
 def make_task_vector_env(env_id: str, num_envs: int, physics: str = "peers",
-                         threads: int | None = None) -> TaskVectorEnv:
+                         threads: int | None = None, action_space: str = "env") -> TaskVectorEnv:
     """The natively vectorised form of ``env_id`` with ``num_envs`` sub-environments.
 
     ``physics`` selects the simulation setting of the MuJoCo families (see
     ``metarl.envs.locomotion``) and ``threads`` their simulator's threads (default: the usable
     cores; a Ray worker given one CPU asks for 1); other environments ignore both.
+    ``action_space`` is the space the policy acts in (``metarl.envs.action_map``).
     """
-    physics_kwargs = env_kwargs(env_id, physics)
+    physics_kwargs = env_kwargs(env_id, physics, action_space)
     entry = _ENVS[env_id]
     module_name, class_name = entry.vector.split(":")
     try:

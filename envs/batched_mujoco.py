@@ -16,6 +16,15 @@ Two things differ from stepping one ``MjData`` (both measured by the tests):
   the rollout's output: both this and the single environment compute them at the new state with
   ``locomotion.contact_forces`` (one forward pass per sub-environment; here spread over the
   simulator's threads by ``ThreadedContactForces``).
+
+The ``"maml"`` rewards need the torso subtree's centre of mass and its velocity at the new state.
+``rollout`` records sensors as ``mj_step`` leaves them, computed before the step's integration,
+so the new state's values come from a second, cheap ``rollout`` call of one step on a copy of
+the model (``com_probe_model``) that carries two sensors (``subtreecom`` and ``subtreelinvel``
+of the torso) and skips contacts and constraints: its sensors are read off the state it starts
+from, and the state it ends in is discarded. They equal the single environment's
+``locomotion.torso_com`` (tested). The same call on one thread in Python per sub-environment was
+about 1.6 times as slow on HalfCheetah here (4.3 ms against 2.7 ms for 800 copies, 2 cores).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
+from metarl.envs.action_map import ActionMap
 from metarl.envs.base import (
     Task,
     TaskVectorEnv,
@@ -37,9 +47,11 @@ from metarl.envs.base import (
 )
 from metarl.envs.locomotion import (
     FAMILIES,
+    TORSO,
     StepArrays,
     TaskParams,
     check_physics,
+    ctrl_half_range,
     observation,
     reset_state,
     stack_tasks,
@@ -50,16 +62,34 @@ from metarl.envs.threaded_contact_forces import ThreadedContactForces
 _FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
+def com_probe_model(xml_path: str) -> mujoco.MjModel:
+    """The model of ``xml_path`` with the torso subtree's ``subtreecom`` and ``subtreelinvel``
+    sensors (sensor data ``[com x, y, z, velocity x, y, z]``), for reading those at a given state
+    with one ``rollout`` step. Contacts and constraints are off and the integrator is Euler:
+    the step's own result is discarded, and the sensors depend on positions and velocities only.
+    """
+    spec = mujoco.MjSpec.from_file(xml_path)
+    for sensor in (mujoco.mjtSensor.mjSENS_SUBTREECOM, mujoco.mjtSensor.mjSENS_SUBTREELINVEL):
+        spec.add_sensor(type=sensor, objtype=mujoco.mjtObj.mjOBJ_BODY, objname=TORSO)
+    model = spec.compile()
+    model.opt.disableflags |= (mujoco.mjtDisableBit.mjDSBL_CONTACT
+                               | mujoco.mjtDisableBit.mjDSBL_CONSTRAINT)
+    model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
+    return model
+
+
 class LocomotionVectorEnv(TaskVectorEnv):
     """``num_envs`` sub-environments of one locomotion family, each with its own task."""
 
     def __init__(self, num_envs: int, family: str, physics: str = "peers",
-                 nthread: int | None = None) -> None:
+                 nthread: int | None = None, action_space: str = "env") -> None:
         super().__init__(num_envs)
         if family not in FAMILIES:
             raise ValueError(f"unknown locomotion family {family!r} (known: {', '.join(FAMILIES)})")
         check_physics(physics)
         self.family = FAMILIES[family]
+        self.physics = physics
+        self._reward = self.family.reward_for(physics)
         robot = self.family.robot
         self.model = mujoco.MjModel.from_xml_path(robot.xml_path)
         self.frame_skip = robot.frame_skip[physics]
@@ -77,9 +107,19 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self._sensors = np.zeros((num_envs, self.frame_skip, self.model.nsensordata))
         self._tasks: TaskParams = stack_tasks(self.family.sample(num_envs,
                                                                  np.random.default_rng(0)))
-        self.single_action_space = gymnasium.spaces.Box(
+        self._half_range = ctrl_half_range(self.model)
+        self._probe: mujoco.MjModel | None = None
+        if physics == "maml":
+            self._probe = com_probe_model(robot.xml_path)
+            self._probe_models = [self._probe] * num_envs
+            self._probe_data = [mujoco.MjData(self._probe) for _ in range(threads)]
+            self._probe_control = np.zeros((num_envs, 1, self.model.nu))
+            self._probe_state = np.zeros((num_envs, 1, self._state.shape[1]))
+            self._probe_sensors = np.zeros((num_envs, 1, self._probe.nsensordata))
+        self._action_map = ActionMap(gymnasium.spaces.Box(
             *self.model.actuator_ctrlrange.T.astype(np.float32), dtype=np.float32
-        )
+        ), action_space)
+        self.single_action_space = self._action_map.space
         self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, num_envs)
         obs = self._observe(np.zeros((num_envs, nq)), np.zeros((num_envs, nv)),
                             np.zeros((num_envs, self.model.nbody, 6)))
@@ -123,7 +163,8 @@ class LocomotionVectorEnv(TaskVectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         low, high = self.model.actuator_ctrlrange.T
-        action = np.clip(checked_action(actions, (self.num_envs, self.model.nu)), low, high)
+        action = np.clip(self._action_map(checked_action(actions, (self.num_envs, self.model.nu))),
+                         low, high)
         control = np.repeat(action[:, None, :], self.frame_skip, axis=1)
         qpos_before = self._state[:, self._qpos_slice].copy()
         self._rollout.rollout(
@@ -136,11 +177,25 @@ class LocomotionVectorEnv(TaskVectorEnv):
         contacts = None
         if self.family.robot.uses_contacts:
             contacts = self._contact_forces(qpos, qvel, action)
-        step = StepArrays(qpos_before, qpos, qvel, action, contacts, self.dt)
-        rewards = self.family.reward(step, self._tasks)
+        com_pos = com_vel = None
+        if self._probe is not None:
+            com_pos, com_vel = self._torso_com()
+        step = StepArrays(qpos_before, qpos, qvel, action, contacts, self.dt, com_pos, com_vel,
+                          self._half_range)
+        rewards = self._reward(step, self._tasks)
         done = terminated(self.family, qpos, qvel)
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self._observe(qpos, qvel, contacts), rewards, done, truncated, {}
+
+    def _torso_com(self) -> tuple[np.ndarray, np.ndarray]:
+        """The torso subtree's centre of mass and its velocity, ``[n, 3]`` each, at the current
+        state: the probe model's sensors, read as one rollout step starts from it."""
+        self._rollout.rollout(
+            self._probe_models, self._probe_data, self._state, self._probe_control,
+            skip_checks=True, nstep=1, state=self._probe_state, sensordata=self._probe_sensors,
+        )
+        sensors = self._probe_sensors[:, 0]
+        return sensors[:, :3].copy(), sensors[:, 3:6].copy()
 
     def close(self, **kwargs: Any) -> None:
         """Stop the simulator's thread pools (idempotent)."""

@@ -20,7 +20,8 @@ A metarl ``Task`` here holds ``env_name`` (the Meta-World task class, e.g. ``rea
 Observation (39-D, float64): hand position, gripper opening and 14 object values (positions and
 quaternions, zero-padded) now and one step earlier, then the goal position, which the ML
 benchmarks zero (the goal must be inferred from rewards). Action (4-D): hand displacement
-(1 cm per unit per step) and gripper effort, clipped into [-1, 1] before Meta-World sees it.
+(1 cm per unit per step) and gripper effort, clipped into [-1, 1] before Meta-World sees it
+(these bounds are already the unit box, so ``action_space="unit"`` changes nothing here).
 Reward: Meta-World's v2 shaped reward, in [0, 10] per step. ``info["success"]`` is True on a
 step where the task's success criterion holds (reach: the gripper within 5 cm of the goal); an
 episode succeeds if it does on any step, the metric of Meta-World's paper. Episodes are
@@ -52,6 +53,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from metarl.envs.action_map import ActionMap
 from metarl.envs.base import Task, TaskEnv, TaskVectorEnv, check_task_count, checked_action
 
 # Meta-World 3.x's 50 task classes, in its own order (a test checks them against the package).
@@ -204,7 +206,7 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
 
     def __init__(self, benchmark: str, env_name: str | None = None,
                  render_mode: str | None = None, width: int = 480, height: int = 480,
-                 camera_name: str = DEFAULT_CAMERA) -> None:
+                 camera_name: str = DEFAULT_CAMERA, action_space: str = "env") -> None:
         self.benchmark = load_benchmark(benchmark, env_name)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             known = ", ".join(self.metadata["render_modes"])
@@ -217,7 +219,8 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
         self._inner: Any = self._metaworld_env(self._task)
         self.set_task(self._task)
         self.observation_space = _observation_space(self._inner.observation_space)
-        self.action_space = _action_space()
+        self._action_map = ActionMap(_action_space(), action_space)
+        self.action_space = self._action_map.space
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self.benchmark.sample("train", n, rng)
@@ -259,7 +262,7 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
         return np.asarray(obs, dtype=np.float64), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = np.clip(checked_action(action, (ACT_DIM,)), -1.0, 1.0)
+        action = np.clip(self._action_map(checked_action(action, (ACT_DIM,))), -1.0, 1.0)
         obs, reward, terminated, truncated, info = self._inner.step(action)
         info = dict(info, success=bool(info["success"]))
         return (np.asarray(obs, dtype=np.float64), float(reward), bool(terminated),
@@ -315,7 +318,8 @@ class MetaWorldVectorEnv(TaskVectorEnv):
     ``info["success"]`` of ``step`` is a bool array over sub-environments.
     """
 
-    def __init__(self, num_envs: int, benchmark: str, env_name: str | None = None) -> None:
+    def __init__(self, num_envs: int, benchmark: str, env_name: str | None = None,
+                 action_space: str = "env") -> None:
         super().__init__(num_envs)
         self.benchmark = load_benchmark(benchmark, env_name)
         self._pools: dict[str, list[_SubEnv]] = {}
@@ -325,7 +329,8 @@ class MetaWorldVectorEnv(TaskVectorEnv):
         self._last_obs = np.zeros((num_envs, OBS_DIM))
         self.set_tasks([self.benchmark.tasks["train"][0]] * num_envs)
         self.single_observation_space = _observation_space(self._slots[0].env.observation_space)
-        self.single_action_space = _action_space()
+        self._action_map = ActionMap(_action_space(), action_space)
+        self.single_action_space = self._action_map.space
         self.observation_space = gymnasium.vector.utils.batch_space(
             self.single_observation_space, num_envs
         )
@@ -381,7 +386,8 @@ class MetaWorldVectorEnv(TaskVectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.clip(checked_action(actions, (self.num_envs, ACT_DIM)), -1.0, 1.0)
+        actions = np.clip(self._action_map(checked_action(actions, (self.num_envs, ACT_DIM))),
+                          -1.0, 1.0)
         rewards = np.zeros(self.num_envs)
         truncated = np.zeros(self.num_envs, dtype=bool)
         success = np.zeros(self.num_envs, dtype=bool)

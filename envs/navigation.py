@@ -6,6 +6,13 @@ observation is its 2-D position, the action a velocity clipped to [-0.1, 0.1] pe
 reward after each step minus the Euclidean distance to the goal. An episode ends when the point is
 within 0.01 of the goal on both axes; the horizon (100 in the paper) is the rollout's business.
 
+Actions: the paper's point environment (github.com/cbfinn/maml_rl, ``point_env_randgoal.py``)
+does not clip; its bounds +-0.1 took effect through the ``NormalizedEnv`` wrapper around it,
+which maps the policy's [-1, 1]^2 onto them and clips. Here the environment clips into +-0.1
+itself, and ``action_space="unit"`` adds that wrapper's map (``metarl.envs.action_map``): the
+policy then acts in [-1, 1]^2 and a unit action is a step of 0.1. With the default
+``action_space="env"`` the policy's actions are velocities, clipped to +-0.1.
+
 ``render_mode="rgb_array"`` draws the arena [-0.6, 0.6]^2 with numpy alone (no display, no
 OpenGL): the square the goals are drawn from, the goal, the point and the path it took.
 """
@@ -18,6 +25,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from metarl.envs.action_map import ActionMap
 from metarl.envs.base import Task, TaskEnv, TaskVectorEnv, check_task_count, checked_action
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
@@ -66,13 +74,16 @@ class Navigation2DEnv(TaskEnv[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         width: int = 480,
         height: int = 480,
+        action_space: str = "env",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             known = ", ".join(self.metadata["render_modes"])
             raise ValueError(f"render_mode must be None or one of {known}, got {render_mode!r}")
         if width < 8 or height < 8:
             raise ValueError(f"width and height must be >= 8 pixels, got {width}x{height}")
-        self.observation_space, self.action_space = _spaces()
+        self.observation_space, bounds = _spaces()
+        self._action_map = ActionMap(bounds, action_space)
+        self.action_space = self._action_map.space
         self.render_mode = render_mode
         self.width, self.height = width, height
         self._task = Task.of(goal=np.asarray(goal, dtype=np.float64))
@@ -99,7 +110,8 @@ class Navigation2DEnv(TaskEnv[np.ndarray, np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         position, reward, terminated = navigation_step(
-            self._position, checked_action(action, (2,)), self._task.as_array("goal")
+            self._position, self._action_map(checked_action(action, (2,))),
+            self._task.as_array("goal"),
         )
         self._position = position
         self._path.append(position)
@@ -158,9 +170,11 @@ def draw_arena(width: int, height: int, goal: np.ndarray, path: np.ndarray) -> n
 class Navigation2DVectorEnv(TaskVectorEnv):
     """``num_envs`` points stepped as one array operation, each with its own goal."""
 
-    def __init__(self, num_envs: int) -> None:
+    def __init__(self, num_envs: int, action_space: str = "env") -> None:
         super().__init__(num_envs)
-        self.single_observation_space, self.single_action_space = _spaces()
+        self.single_observation_space, bounds = _spaces()
+        self._action_map = ActionMap(bounds, action_space)
+        self.single_action_space = self._action_map.space
         self.observation_space = gymnasium.vector.utils.batch_space(
             self.single_observation_space, num_envs
         )
@@ -185,7 +199,8 @@ class Navigation2DVectorEnv(TaskVectorEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         self._positions, rewards, terminated = navigation_step(
-            self._positions, checked_action(actions, (self.num_envs, 2)), self._goals
+            self._positions, self._action_map(checked_action(actions, (self.num_envs, 2))),
+            self._goals,
         )
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self._positions.astype(np.float32), rewards, terminated, truncated, {}

@@ -93,7 +93,8 @@ def measure_preset(ray: Any, preset: str, repeats: int, workers: list[int],
     config = load_config(EXPERIMENTS / f"{preset}.yaml", {"torch_threads": "1"})
     n, b = config.meta_batch_size, config.episodes_per_task
     rng = np.random.default_rng(0)
-    probe = make_task_vector_env(config.env_id, b, config.physics, threads=1)
+    probe = make_task_vector_env(config.env_id, b, config.physics, threads=1,
+                                 action_space=config.action_space)
     tasks = probe.sample_tasks(n, rng)
     seeds = [draw_task_seeds(rng, n) for _ in range(support_rollouts(config) + 1)]
     torch.manual_seed(0)
@@ -109,7 +110,8 @@ def measure_preset(ray: Any, preset: str, repeats: int, workers: list[int],
     backends: dict[str, Callable[[], SampledEpisodes]] = {}
     samplers: list[RaySampler] = []
     for threads in (1, 2):
-        env = make_task_vector_env(config.env_id, n * b, config.physics, threads=threads)
+        env = make_task_vector_env(config.env_id, n * b, config.physics, threads=threads,
+                                   action_space=config.action_space)
 
         def local(env: Any = env, threads: int = threads) -> SampledEpisodes:
             torch.set_num_threads(threads)

@@ -50,7 +50,14 @@ class TrainConfig:
     Fields:
         env_id: registered task-distribution environment to meta-train on.
         physics: simulation setting of the MuJoCo families: "peers" (gymnasium models, frame
-            skip 5) or "maml" (the MAML paper's time step); see metarl.envs.locomotion.
+            skip 5) or "maml" (the MAML paper's time step and reward terms); see
+            metarl.envs.locomotion.
+        action_space: the space the policy acts in: "env" (the environment's own bounds) or
+            "unit" ([-1, 1]^d, mapped onto the bounds by a_env = lb + (a + 1) (ub - lb) / 2 and
+            clipped there, inside the environment, as the MAML paper's code normalised every
+            environment); see metarl.envs.action_map. It changes what the policy's standard
+            deviation means (2D navigation's bounds are +-0.1: std 1 is a step of 0.1 with
+            "unit"); the MuJoCo and Meta-World bounds are [-1, 1] already.
         iterations: number of outer (meta) updates.
         meta_batch_size: tasks sampled per outer update (N).
         episodes_per_task: episodes sampled per task, for support and again for query (B).
@@ -131,6 +138,7 @@ class TrainConfig:
 
     env_id: str = "metarl/Navigation2D-v0"
     physics: str = "peers"
+    action_space: str = "env"
     iterations: int = 500
     meta_batch_size: int = 20
     episodes_per_task: int = 20
@@ -227,6 +235,8 @@ class TrainConfig:
         _require(self, "activation", self.activation in _ACTIVATIONS, _one_of(_ACTIVATIONS))
         _require(self, "outer", self.outer in _OUTERS, _one_of(_OUTERS))
         _require(self, "physics", self.physics in _PHYSICS, _one_of(_PHYSICS))
+        _require(self, "action_space", self.action_space in _ACTION_SPACES,
+                 _one_of(_ACTION_SPACES))
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
         _require(self, "learner", self.learner in _LEARNERS, _one_of(_LEARNERS))
         _require(self, "sampler", self.sampler in _SAMPLERS, _one_of(_SAMPLERS))
@@ -274,6 +284,7 @@ _ACTIVATIONS = ("tanh", "relu")
 _OUTERS = ("trpo", "adam", "sgd", "promp")
 _LEARNERS = ("maml", "fomaml", "reptile", "imaml", "pretrained")
 _PHYSICS = ("peers", "maml")
+_ACTION_SPACES = ("env", "unit")  # metarl.envs.action_map.ACTION_SPACES
 _ESTIMATORS = ("maml", "lvc", "dice")
 _SAMPLERS = ("local", "ray")
 

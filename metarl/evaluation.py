@@ -57,7 +57,8 @@ def evaluate_adaptation(
     dimension, after each of 0..steps steps), the step sizes, and the observations of the first
     episode of the first few tasks at every step (``paths``), for plotting.
     """
-    env = make_task_vector_env(config.env_id, tasks * episodes, config.physics)
+    env = make_task_vector_env(config.env_id, tasks * episodes, config.physics,
+                               action_space=config.action_space)
     policy = build_policy(config, env.obs_dim, env.act_dim)
     held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)

@@ -5,9 +5,12 @@ parameters (goal position, target velocity or direction) as part of its observat
 no adaptation: it is the upper reference line of the comparison. Here it is SB3's PPO
 (Schulman et al. 2017, arXiv:1707.06347) with its default hyperparameters on the registered
 gymnasium environment wrapped in ``TaskObservation``: a new task drawn from the distribution at
-every reset and its numeric parameters appended to the observation, actions rescaled to
-[-1, 1]. Evaluation uses the same held-out tasks, seeds and horizon as ``metarl.evaluation``,
-with the oracle's mean actions.
+every reset and its numeric parameters appended to the observation. PPO acts in [-1, 1]^d,
+whatever the run's ``action_space``: the environment is made with ``action_space="unit"``, the
+same map onto the environment's bounds that a run with that setting uses
+(``metarl.envs.action_map``; SB3's advice for Box actions, and PPO's Gaussian starts at std 1,
+which on 2D navigation's +-0.1 bounds would clip nearly every sample). Evaluation uses the same
+held-out tasks, seeds and horizon as ``metarl.evaluation``, with the oracle's mean actions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from metarl.envs.task_observation import (
 DEFAULT_TIMESTEPS = {"metarl/Navigation2D": 200_000}
 LOCOMOTION_TIMESTEPS = 1_000_000
 PPO_ENVS = 8
+ORACLE_ACTION_SPACE = "unit"  # PPO acts in [-1, 1]^d, mapped onto the environment's bounds
 
 
 def check_oracle_available(config: TrainConfig) -> None:
@@ -67,10 +71,8 @@ def train_oracle(config: TrainConfig, out_dir: Path, timesteps: int | None = Non
     def make(index: int) -> Any:
         def build() -> gymnasium.Env[np.ndarray, np.ndarray]:
             env = gymnasium.make(config.env_id, max_episode_steps=config.horizon,
-                                 **env_kwargs(config.env_id, config.physics))
-            # PPO's Gaussian starts at std 1: on 2D navigation's [-0.1, 0.1] actions nearly every
-            # sample would be clipped, so PPO acts in [-1, 1] (SB3's advice for Box actions)
-            env = gymnasium.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+                                 **env_kwargs(config.env_id, config.physics,
+                                              ORACLE_ACTION_SPACE))
             return TaskObservation(env, resample=True, seed=config.seed * PPO_ENVS + index)
         return build
 
@@ -89,9 +91,8 @@ def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
     """Mean return per held-out task (``[tasks]``), on the tasks and reset seed that
     ``metarl.evaluation.evaluate_adaptation`` uses for its step 0. The oracle acts with its
     mean action by default: it is the upper reference, not a policy still exploring."""
-    env = make_task_vector_env(config.env_id, tasks * episodes, config.physics)
-    low, high = env.single_action_space.low, env.single_action_space.high  # type: ignore[attr-defined]
-    scale = (high - low) / 2.0  # PPO's [-1, 1] back to the env's bounds
+    env = make_task_vector_env(config.env_id, tasks * episodes, config.physics,
+                               action_space=ORACLE_ACTION_SPACE)
     held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     env.set_tasks([task for task in held_out for _ in range(episodes)])
     names = numeric_parameter_names(held_out[0])
@@ -103,7 +104,7 @@ def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
     for _ in range(config.horizon):
         revealed = np.concatenate([np.asarray(obs, np.float32), features], axis=1)
         actions, _ = model.predict(revealed, deterministic=deterministic)
-        obs, reward, terminated, truncated, _ = env.step(low + (np.asarray(actions) + 1.0) * scale)
+        obs, reward, terminated, truncated, _ = env.step(np.asarray(actions))
         totals += np.where(alive, reward, 0.0)
         alive &= ~(np.asarray(terminated) | np.asarray(truncated))
         if not alive.any():

@@ -149,7 +149,8 @@ class ShardSampler:
         if tasks not in self._envs:
             c = self.config
             self._envs[tasks] = make_task_vector_env(c.env_id, tasks * c.episodes_per_task,
-                                                     c.physics, threads=self.threads)
+                                                     c.physics, threads=self.threads,
+                                                     action_space=c.action_space)
         return self._envs[tasks]
 
 

@@ -109,7 +109,8 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
     torch.set_num_threads(threads)
     horizon = horizon or config.horizon
     num_envs = config.meta_batch_size * config.episodes_per_task
-    batched = make_task_vector_env(config.env_id, num_envs, config.physics)
+    batched = make_task_vector_env(config.env_id, num_envs, config.physics,
+                                   action_space=config.action_space)
     tasks = batched.sample_tasks(config.meta_batch_size, np.random.default_rng(0))
     batched.set_tasks([t for t in tasks for _ in range(config.episodes_per_task)])
     act = _policy_fn(config, batched.obs_dim, batched.act_dim)
@@ -117,7 +118,7 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
     limit_s = config.rollout_timeout_s
     with _closing(batched, limit_s, "batched"):
         rates = {"batched": _steps_per_second(batched, act, horizon)}
-    kwargs = env_kwargs(config.env_id, config.physics)
+    kwargs = env_kwargs(config.env_id, config.physics, config.action_space)
     sync = gymnasium.vector.SyncVectorEnv(
         [lambda: gymnasium.make(config.env_id, **kwargs) for _ in range(num_envs)]
     )

@@ -87,7 +87,8 @@ def build_policy(config: TrainConfig, obs_dim: int, act_dim: int) -> GaussianMLP
 def initial_params(config: TrainConfig) -> Params:
     """The parameters a run of ``config`` starts from (``MetaLearner`` seeds torch the same):
     the random-initialisation baseline, and the names and shapes a checkpoint must have."""
-    env = make_task_vector_env(config.env_id, 1, config.physics)
+    env = make_task_vector_env(config.env_id, 1, config.physics,
+                               action_space=config.action_space)
     torch.manual_seed(config.seed)
     return build_policy(config, env.obs_dim, env.act_dim).initial_params()
 
@@ -184,7 +185,8 @@ class MetaLearner:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.env = make_task_vector_env(
-            config.env_id, config.meta_batch_size * config.episodes_per_task, config.physics
+            config.env_id, config.meta_batch_size * config.episodes_per_task, config.physics,
+            action_space=config.action_space,
         )
         torch.manual_seed(config.seed)
         self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)
@@ -485,9 +487,11 @@ def check_resumable(config: TrainConfig, payload: dict[str, Any]) -> None:
 
 def check_same_run(config: TrainConfig, saved: dict[str, Any]) -> None:
     """A one-line error if ``config`` differs from the run's ``saved`` config in a field that
-    changes the maths or the random streams."""
+    changes the maths or the random streams. A field that ``saved`` lacks (a run written before
+    the field existed, such as ``action_space``) ran with that field's default."""
+    defaults = TrainConfig().to_dict()
     changed = sorted(k for k, v in config.to_dict().items()
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+                     if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
     if changed:
         raise ValueError(f"cannot resume with a different {', '.join(changed)} "
                          f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")

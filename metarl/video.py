@@ -125,7 +125,8 @@ def make_render_env(
     constructor takes them (MuJoCo environments take ``width`` and ``height``); frames of another
     size are resized when composed. A MuJoCo model's camera named ``track`` (the locomotion
     robots' camera that follows them) is used unless the environment chose a camera. Raises
-    ``ValueError`` for an unknown id or an environment that cannot render ``rgb_array`` frames.
+    ``ValueError`` for an unknown id, an environment that cannot render ``rgb_array`` frames, or
+    an ``action_space`` other than ``"env"`` for an environment that takes none.
     """
     select_gl_backend()
     try:
@@ -139,6 +140,9 @@ def make_render_env(
             creator = gymnasium.envs.registration.load_env_creator(creator)
         kwargs = {"width": width, "height": height, **env_kwargs}
         accepted = _accepted(creator, kwargs)
+        if env_kwargs.get("action_space", "env") != "env" and "action_space" not in accepted:
+            # dropping it would film the policy's actions in another unit
+            raise ValueError(f"environment {env_id} takes no action_space setting")
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
     except gymnasium.error.Error as err:  # e.g. DependencyNotInstalled for mujoco
@@ -538,7 +542,9 @@ def record_video(
 
 
 def _env_kwargs(config: TrainConfig) -> dict[str, Any]:
-    # The MuJoCo families take the run's `physics` setting; make_render_env passes it only to
-    # constructors that take it.
-    physics = getattr(config, "physics", None)
-    return {} if physics is None else {"physics": physics}
+    # The MuJoCo families take the run's `physics` setting and every metarl environment its
+    # `action_space` (the policy's actions are in that space); make_render_env passes each only
+    # to constructors that take it.
+    kwargs = {name: getattr(config, name) for name in ("physics", "action_space")
+              if getattr(config, name, None) is not None}
+    return kwargs

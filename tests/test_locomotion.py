@@ -81,6 +81,127 @@ def test_ant_rewards_by_hand() -> None:
     assert reward == pytest.approx(-distance + 1 - ctrl - contact)
 
 
+def _rllab_centre_of_mass(model, qpos: np.ndarray, qvel: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The torso subtree's centre of mass and its velocity as the MAML code's rllab computed
+    them (``get_body_com`` / ``get_body_comvel``): after a forward pass, each body's mass times
+    the linear velocity of its centre of mass (``mj_objectVelocity``, world orientation), summed
+    over the torso and its descendants and divided by their mass."""
+    data = mujoco.MjData(model)
+    data.qpos[:], data.qvel[:] = qpos, qvel
+    mujoco.mj_forward(model, data)
+    torso = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "torso")
+
+    def in_subtree(body: int) -> bool:
+        while body > 0:
+            if body == torso:
+                return True
+            body = model.body_parentid[body]
+        return False
+
+    momentum, moment, mass = np.zeros(3), np.zeros(3), 0.0
+    velocity = np.zeros(6)
+    for body in range(model.nbody):
+        if in_subtree(body):
+            mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_BODY, body, velocity, 0)
+            momentum += model.body_mass[body] * velocity[3:]
+            moment += model.body_mass[body] * data.xipos[body]
+            mass += model.body_mass[body]
+    return moment / mass, momentum / mass
+
+
+def _paper_step(family: str, task: Task, action: np.ndarray, warmup: int = 0
+                ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Step ``family`` under physics "maml" from a fixed state (``warmup`` steps after a reset,
+    with ``action``); return the reward, the torso subtree's centre of mass and velocity after
+    the step (rllab's way), the contact forces at the new state (cold solver start) and the x
+    velocity by finite difference."""
+    env = LocomotionEnv(family, "maml")
+    env.set_task(task)
+    env.reset(seed=0)
+    for _ in range(warmup):
+        env.step(action)
+    x_before = env.data.qpos[0]
+    _, reward, _, _, info = env.step(action)
+    com, com_velocity = _rllab_centre_of_mass(env.model, env.data.qpos, env.data.qvel)
+    assert info["x_velocity"] == pytest.approx(com_velocity[0], abs=1e-9)
+    fresh = mujoco.MjData(env.model)
+    fresh.qpos[:], fresh.qvel[:], fresh.ctrl[:] = env.data.qpos, env.data.qvel, env.data.ctrl
+    mujoco.mj_forward(env.model, fresh)
+    mujoco.mj_rnePostConstraint(env.model, fresh)
+    return reward, com, com_velocity, fresh.cfrc_ext.copy(), (env.data.qpos[0] - x_before) / env.dt
+
+
+def test_paper_half_cheetah_rewards_by_hand() -> None:
+    """physics "maml": v = the torso subtree's centre-of-mass x velocity, ctrl 0.05 sum(a^2)."""
+    action = np.array([0.5, -2.0, 0.1, 0.0, 1.0, -0.3])  # -2.0 is clipped to -1
+    ctrl = 0.05 * np.sum(np.clip(action, -1, 1) ** 2)
+    reward, _, velocity, _, finite_difference = _paper_step(
+        "HalfCheetahVel", Task.of(velocity=1.5), action)
+    assert reward == pytest.approx(-abs(velocity[0] - 1.5) - ctrl, abs=1e-9)
+    # not the torso's displacement over dt: the legs' motion counts
+    assert abs(velocity[0] - finite_difference) > 1e-3
+    reward, _, velocity, _, _ = _paper_step("HalfCheetahDir", Task.of(direction=-1.0), action)
+    assert reward == pytest.approx(-velocity[0] - ctrl, abs=1e-9)
+
+
+def test_paper_ant_rewards_by_hand() -> None:
+    """physics "maml": the MAML code's Ant constants (1.0 / 0 / 4.0, plus the 0.05 survive
+    bonus), ctrl 0.005 sum((a / half-range)^2), contact 0.0005 sum(clip(f, -1, 1)^2)."""
+    action = np.array([0.5, -0.5, 1.5, 0.2, -0.1, 0.0, 0.3, -0.7])  # 1.5 is clipped to 1
+    half_range = 1.0  # gymnasium's actuator range [-1, 1] (rllab's: +-150 with gear 1)
+    ctrl = 0.005 * np.sum((np.clip(action, -1, 1) / half_range) ** 2)
+
+    landed = 15  # steps of 0.02 s after the reset: the Ant stands on the floor
+    reward, _, velocity, forces, _ = _paper_step("AntVel", Task.of(velocity=2.0), action, landed)
+    contact = 0.0005 * np.sum(np.clip(forces, -1, 1) ** 2)
+    assert contact > 0
+    assert reward == pytest.approx(-abs(velocity[0] - 2.0) + 1.0 + 0.05 - ctrl - contact,
+                                   abs=1e-9)
+    reward, _, velocity, forces, _ = _paper_step("AntDir", Task.of(direction=-1.0), action,
+                                                 landed)
+    contact = 0.0005 * np.sum(np.clip(forces, -1, 1) ** 2)
+    assert reward == pytest.approx(-velocity[0] + 0.05 - ctrl - contact, abs=1e-9)
+    reward, com, _, forces, _ = _paper_step("AntGoal", Task.of(goal=[1.0, -2.0]), action,
+                                            landed)
+    contact = 0.0005 * np.sum(np.clip(forces, -1, 1) ** 2)
+    distance = abs(com[0] - 1.0) + abs(com[1] + 2.0)
+    assert reward == pytest.approx(-distance + 4.0 + 0.05 - ctrl - contact, abs=1e-9)
+
+
+@pytest.mark.parametrize("family", ["HalfCheetahVel", "AntVel"])
+def test_batched_centre_of_mass_probe_equals_the_single_env_computation(family: str) -> None:
+    """The batched simulator reads the centre of mass through its probe model's sensors, the
+    single environment with mj_subtreeVel: the same numbers, for the current state."""
+    from metarl.envs.locomotion import torso_com
+
+    vector = make_task_vector_env(f"metarl/{family}-v0", 5, "maml")
+    assert isinstance(vector, LocomotionVectorEnv)
+    vector.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        vector.step(rng.uniform(-1, 1, size=(5, vector.act_dim)))
+    positions, velocities = vector._torso_com()
+    scratch = mujoco.MjData(vector.model)
+    for i in range(5):
+        qpos = vector._state[i, vector._qpos_slice]
+        qvel = vector._state[i, vector._qvel_slice]
+        position, velocity = torso_com(vector.model, scratch, qpos, qvel)
+        np.testing.assert_allclose(positions[i], position, atol=1e-12)
+        np.testing.assert_allclose(velocities[i], velocity, atol=1e-12)
+        rllab_position, rllab_velocity = _rllab_centre_of_mass(vector.model, qpos, qvel)
+        np.testing.assert_allclose(position, rllab_position, atol=1e-10)
+        np.testing.assert_allclose(velocity, rllab_velocity, atol=1e-10)
+    vector.close()
+
+
+def test_peers_physics_computes_no_centre_of_mass() -> None:
+    """physics "peers" keeps its rewards and its cost: no probe model, no extra pass."""
+    vector = make_task_vector_env("metarl/HalfCheetahVel-v0", 2, "peers")
+    assert isinstance(vector, LocomotionVectorEnv) and vector._probe is None
+    vector.close()
+
+
 def test_ant_terminates_outside_the_healthy_height_and_cheetah_never() -> None:
     ant = LocomotionEnv("AntVel")
     ant.reset(seed=0)
@@ -112,6 +233,8 @@ def test_batched_step_equals_the_single_env_step(family: str, physics: str) -> N
     vector.set_tasks(tasks)
     obs, _ = vector.reset(seed=3)
     rng = np.random.default_rng(1)
+    for _ in range(15):  # first onto the floor: the Ant's contact terms then count
+        vector.step(rng.uniform(-1, 1, size=(n, vector.act_dim)))
     single = LocomotionEnv(family, physics)
     for _ in range(3):  # a few steps, each compared from the batched env's current state
         states = vector._state.copy()
@@ -225,3 +348,39 @@ def test_closing_stops_the_simulator_threads_once_and_for_all() -> None:
     learner.close()  # idempotent
     with pytest.raises(RuntimeError, match="thread pool shutdown"):
         learner.env.step(np.zeros((2, 6)))
+
+
+PAPER_PRESETS = ("halfcheetah_vel_paper", "halfcheetah_dir_paper")
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_paper_presets_hold_the_papers_settings(preset: str) -> None:
+    from pathlib import Path
+
+    from metarl.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / "experiments" / f"{preset}.yaml")
+    assert (config.physics, config.action_space, config.horizon) == ("maml", "unit", 200)
+    assert (config.hidden_sizes, config.activation) == ((100, 100), "relu")
+    assert (config.inner_lr, config.meta_batch_size, config.episodes_per_task) == (0.1, 40, 20)
+    assert (config.outer, config.max_kl, config.gamma, config.gae_lambda) == ("trpo", 0.01,
+                                                                             0.99, 1.0)
+    # the paper's test: 40 tasks, 20 episodes of 200 steps per update
+    assert (config.eval_tasks, config.eval_episodes) == (40, 20)
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_paper_presets_train_and_evaluate_at_tiny_size(preset: str, tmp_path) -> None:
+    import json
+
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", preset, "--run-dir", str(run), "--iterations", "1",
+                 "--meta-batch-size", "2", "--episodes-per-task", "2", "--horizon", "10",
+                 "--torch-threads", "1", "--no-progress"]) == 0
+    assert main(["eval", str(run), "--tasks", "2", "--steps", "2", "--episodes", "2",
+                 "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["steps"] == [0, 1, 2] and result["step_sizes"] == [0.1, 0.05]
+    assert all(np.isfinite(result["mean"]))

@@ -102,7 +102,8 @@ def test_evaluation_reports_success_per_step_and_task(monkeypatch: pytest.Monkey
         def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
             return tasks[:n]
 
-    monkeypatch.setattr(evaluation, "make_task_vector_env", lambda env_id, n, physics: HeldOut(n))
+    monkeypatch.setattr(evaluation, "make_task_vector_env",
+                        lambda env_id, n, physics, **kwargs: HeldOut(n))
     config = TrainConfig(horizon=5, hidden_sizes=(4,))
     policy = GaussianMLPPolicy(1, 1, (4,))
     outcome = evaluation.evaluate_adaptation(config, policy.initial_params(), tasks=2, steps=2,

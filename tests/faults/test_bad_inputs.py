@@ -54,7 +54,8 @@ OUT_OF_RANGE = [
     ("init_log_std", ".nan", "finite"), ("init_log_std", "-.inf", "finite"),
     ("hidden_sizes", "[64, 0]", "a list of integers >= 1"),
     ("activation", "sigmoid", "one of"), ("outer", "sgdm", "one of"),
-    ("physics", "mujoco", "one of"), ("estimator", "reinforce", "one of"),
+    ("physics", "mujoco", "one of"), ("action_space", "normalised", "one of"),
+    ("estimator", "reinforce", "one of"),
     ("learner", "anil", "one of"), ("sampler", "mpi", "one of"),
     ("env_id", "' '", "a non-empty string"),
 ]
@@ -221,7 +222,8 @@ def test_every_numeric_and_choice_field_has_an_out_of_range_case() -> None:
     covered = {name for name, _, _ in OUT_OF_RANGE}
     checked = {name for name, kind in FIELD_TYPES.items()
                if kind in (int, float, tuple[int, ...])} | {
-        "activation", "outer", "physics", "estimator", "learner", "sampler", "env_id"}
+        "activation", "outer", "physics", "action_space", "estimator", "learner", "sampler",
+        "env_id"}
     assert checked <= covered, sorted(checked - covered)
 
 
