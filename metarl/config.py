@@ -104,6 +104,9 @@ class TrainConfig:
             directions the adapted policies barely see (see docs/learners.md).
         fvp_fraction: fraction of the query steps on which TRPO measures its curvature (the
             Fisher-vector products); the adaptation inside them uses all support steps.
+        fvp_task_fraction: fraction of the meta-batch's tasks on which TRPO measures its
+            curvature (each with all its support steps, so the curvature stays exact on the
+            subsample); below 1 it saves the Hessian-vector products through the adaptation.
         meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
             bounds peak memory and was also faster here (cache-sized chunks; 0: all at once).
         gamma: discount factor.
@@ -166,6 +169,7 @@ class TrainConfig:
     ls_max_steps: int = 15
     trpo_pre_update_kl: bool = False
     fvp_fraction: float = 0.1
+    fvp_task_fraction: float = 1.0
     meta_grad_chunk: int = 5
     gamma: float = 0.99
     gae_lambda: float = 1.0
@@ -223,6 +227,7 @@ class TrainConfig:
                  "finite and >= 0 (0: no limit)")
         _require(self, "ls_backtrack", 0 < self.ls_backtrack < 1, "in (0, 1)")
         _require(self, "fvp_fraction", 0 < self.fvp_fraction <= 1, "in (0, 1]")
+        _require(self, "fvp_task_fraction", 0 < self.fvp_task_fraction <= 1, "in (0, 1]")
         for name in ("gamma", "gae_lambda"):
             _require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
         _require(self, "init_log_std", math.isfinite(self.init_log_std), "finite")

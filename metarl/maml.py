@@ -138,33 +138,40 @@ def meta_gradient(
     raise ValueError(f"unknown meta-gradient mode {mode!r} (known: batched, vmap, loop)")
 
 
-def _tasks(data: Any, index: int | slice) -> Any:
+def _tasks(data: Any, index: int | slice | Tensor) -> Any:
     """The tasks ``index`` of every tensor in ``data`` (a pytree with a leading task dim)."""
     return tree_map(lambda x: x[index], data)
 
 
-def random_steps(num_steps: int, fraction: float, generator: torch.Generator) -> Tensor:
-    """A sorted random ``fraction`` of ``range(num_steps)`` (at least one; all if fraction 1)."""
+def random_subset(size: int, fraction: float, generator: torch.Generator) -> Tensor:
+    """A sorted random ``fraction`` of ``range(size)`` (at least one; all, drawing nothing, if
+    the fraction is 1)."""
     if fraction >= 1.0:
-        return torch.arange(num_steps)
-    keep = max(1, math.ceil(fraction * num_steps))
-    return torch.randperm(num_steps, generator=generator)[:keep].sort().values
+        return torch.arange(size)
+    keep = max(1, math.ceil(fraction * size))
+    return torch.randperm(size, generator=generator)[:keep].sort().values
 
 
-def subsample_query(batch: MetaBatch, fraction: float, generator: torch.Generator) -> MetaBatch:
-    """The batch with the same random ``fraction`` of query steps kept for every task (at least
-    one); the supports stay whole.
+def curvature_subsample(batch: MetaBatch, step_fraction: float, generator: torch.Generator,
+                        task_fraction: float = 1.0) -> MetaBatch:
+    """The part of the batch on which TRPO measures its curvature: a random ``task_fraction``
+    of the tasks, each with all its support steps and the same random ``step_fraction`` of
+    its query steps.
 
     TRPO estimates its curvature on a subsample of the data (Schulman et al. 2015,
-    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it. Only the query
-    is subsampled: the Fisher-vector product's Jacobian runs through the adaptation, and
-    adapting on part of the support data would take it at other parameters than the adapted
-    policy that sampled the query, so the product would no longer be the KL's Hessian.
+    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it. The supports of
+    a kept task stay whole: the Fisher-vector product's Jacobian runs through the adaptation,
+    and adapting on part of the support data would take it at other parameters than the
+    adapted policy that sampled the query, so the product would no longer be the KL's Hessian.
+    Dropping whole tasks keeps it exact, and saves the Hessian-vector products through their
+    adaptation, the product's main cost.
     """
-    if fraction >= 1.0:
+    if task_fraction < 1.0:
+        batch = _tasks(batch, random_subset(task_count(batch.query), task_fraction, generator))
+    if step_fraction >= 1.0:
         return batch
     q = batch.query
-    index = random_steps(q.steps.mask.shape[-1], fraction, generator)
+    index = random_subset(q.steps.mask.shape[-1], step_fraction, generator)
     query = QueryBatch(
         steps=q.steps.subsample(index),
         old_mean=q.old_mean.index_select(-2, index),

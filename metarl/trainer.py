@@ -46,12 +46,12 @@ from metarl.logger import RunLogger
 from metarl.maml import (
     MetaBatch,
     QueryBatch,
+    curvature_subsample,
     fisher_vector_product,
     meta_gradient,
     pre_update_fisher_product,
     query_loss_and_kl,
-    random_steps,
-    subsample_query,
+    random_subset,
     surrogate_loss,
 )
 from metarl.outer import AdamState, adam_init, adam_step, trpo_step
@@ -320,14 +320,16 @@ class MetaLearner:
         check_finite("the meta-gradient", grads)
         if c.outer == "trpo":
             gradient = flatten(grads)
-            curvature_batch = subsample_query(batch, c.fvp_fraction, self.generator)
+            curvature_batch = curvature_subsample(batch, c.fvp_fraction, self.generator,
+                                                  c.fvp_task_fraction)
             fisher = fisher_vector_product(
                 self.policy, self.inner_loss, state.params, curvature_batch, c.inner_lr,
                 c.first_order_meta_gradient, c.cg_damping,
             )
             trust_region: Callable[[Params], tuple[Tensor, Tensor]] = loss_and_kl
             if c.trpo_pre_update_kl:
-                fisher, trust_region = self._with_pre_update_kl(state.params, batch, fisher)
+                fisher, trust_region = self._with_pre_update_kl(state.params, batch,
+                                                                curvature_batch, fisher)
             result = trpo_step(
                 state.params, gradient, loss.item(), fisher, trust_region,
                 c.max_kl, c.cg_iters, c.ls_backtrack, c.ls_max_steps,
@@ -358,17 +360,21 @@ class MetaLearner:
         return state._replace(params=params, adam=adam), metrics
 
     def _with_pre_update_kl(
-        self, params: Params, batch: MetaBatch, post_update: Callable[[Tensor], Tensor]
+        self, params: Params, batch: MetaBatch, curvature_batch: MetaBatch,
+        post_update: Callable[[Tensor], Tensor],
     ) -> tuple[Callable[[Tensor], Tensor], Callable[[Params], tuple[Tensor, Tensor]]]:
         """TRPO's curvature and trust-region measure with the pre-update policy's KL on the
-        first support batch's states added to the adapted policies' KL (``trpo_pre_update_kl``).
-        """
+        first support batch's states added to the adapted policies' KL (``trpo_pre_update_kl``):
+        its curvature on the curvature batch's tasks and a ``fvp_fraction`` of their steps, the
+        line search's check on all of them."""
         c = self.config
         support = batch.supports[0]
         with torch.no_grad():
             old = self.policy.distribution_params(params, support.observations)
-        index = random_steps(support.mask.shape[-1], c.fvp_fraction, self.generator)
-        pre_update = pre_update_fisher_product(self.policy, params, support.subsample(index))
+        curvature_support = curvature_batch.supports[0]
+        index = random_subset(curvature_support.mask.shape[-1], c.fvp_fraction, self.generator)
+        pre_update = pre_update_fisher_product(self.policy, params,
+                                               curvature_support.subsample(index))
 
         def fisher(vector: Tensor) -> Tensor:
             return post_update(vector) + pre_update(vector)

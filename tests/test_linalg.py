@@ -12,9 +12,9 @@ from metarl.linalg import (
 from metarl.maml import (
     MetaBatch,
     QueryBatch,
+    curvature_subsample,
     fisher_vector_product,
     query_loss_and_kl,
-    subsample_query,
 )
 from metarl.policies import GaussianMLPPolicy
 
@@ -126,7 +126,7 @@ def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_ste
     old_mean, old_log_std = policy.distribution_params(adapted, query.observations)
     batch = MetaBatch(supports, QueryBatch(query, old_mean.detach(), old_log_std.detach(),
                                            torch.zeros(n, m, dtype=torch.float64)))
-    curvature_batch = subsample_query(batch, 0.5, torch.Generator().manual_seed(0))
+    curvature_batch = curvature_subsample(batch, 0.5, torch.Generator().manual_seed(0))
     assert curvature_batch.supports is batch.supports
     assert curvature_batch.query.steps.mask.shape == (n, m // 2)
 
@@ -140,3 +140,31 @@ def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_ste
     explicit = torch.stack([product(e) for e in torch.eye(hessian.shape[0], dtype=torch.float64)])
     expected = hessian + 0.01 * torch.eye(hessian.shape[0], dtype=torch.float64)
     assert torch.allclose(explicit, expected, rtol=1e-9, atol=1e-9 * hessian.abs().max())
+
+
+def test_curvature_subsample_keeps_whole_tasks_aligned() -> None:
+    """Dropping tasks keeps each kept task's supports whole and paired with its own query;
+    the kept query steps are the same for every task."""
+    g = torch.Generator().manual_seed(3)
+    n, m = 6, 10
+
+    def steps(offset: float) -> StepBatch:
+        # each task's entries carry its index, so a mismatch between supports and query shows
+        tags = offset + torch.arange(n, dtype=torch.float64).view(n, 1)
+        return StepBatch(tags.expand(n, m).unsqueeze(-1).repeat(1, 1, 2),
+                         torch.randn(n, m, 2, generator=g, dtype=torch.float64),
+                         tags.expand(n, m).clone(), torch.ones(n, m, dtype=torch.float64))
+
+    supports, query = [steps(0.0), steps(100.0)], steps(200.0)
+    batch = MetaBatch(supports, QueryBatch(query, query.observations.clone(),
+                                           torch.zeros(n, 1, 2, dtype=torch.float64),
+                                           query.advantages.clone()))
+    part = curvature_subsample(batch, 0.3, torch.Generator().manual_seed(0), task_fraction=0.5)
+    kept = part.query.steps.advantages[:, 0] - 200.0
+    assert len(kept) == 3 and len(set(kept.tolist())) == 3
+    for s, support in enumerate(part.supports):
+        assert support.mask.shape == (3, m)  # every support step of a kept task
+        assert torch.equal(support.advantages[:, 0] - 100.0 * s, kept)
+    assert part.query.steps.mask.shape == (3, 3)
+    assert torch.equal(part.query.old_log_prob, part.query.steps.advantages)
+    assert torch.equal(part.query.old_mean[..., 0], part.query.steps.observations[..., 0])
