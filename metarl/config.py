@@ -167,7 +167,7 @@ class TrainConfig:
     cg_damping: float = 1e-5
     ls_backtrack: float = 0.8
     ls_max_steps: int = 15
-    trpo_pre_update_kl: bool = False
+    trpo_pre_update_kl: bool = True
     fvp_fraction: float = 0.1
     fvp_task_fraction: float = 1.0
     meta_grad_chunk: int = 5

@@ -17,7 +17,7 @@ from metarl.config import (
     save_config,
 )
 
-PRESET = Path(__file__).resolve().parent.parent / "experiments" / "navigation2d.yaml"
+PRESET = Path(__file__).resolve().parent.parent / "experiments" / "navigation2d_peers.yaml"
 
 
 def test_defaults_are_the_maml_navigation_settings() -> None:
