@@ -81,14 +81,6 @@ ROTATED_CAMERAS = ("corner", "corner2", "corner3", "corner4")
 SPLITS = ("train", "test")
 
 
-def env_id_for(benchmark: str, env_name: str | None = None) -> str:
-    """The registered id: ``metarl/ML1-reach-v3`` for ("ML1", "reach-v3"), ``metarl/ML10-v3``."""
-    if benchmark == "ML1":
-        assert env_name is not None
-        return f"metarl/ML1-{env_name}"
-    return f"metarl/{benchmark}-v3"
-
-
 def import_metaworld() -> ModuleType:
     """The ``metaworld`` package, or a one-line ``ValueError`` naming the extra to install."""
     try:

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
-Params = dict[str, Tensor]
+from metarl.linalg import Params
+
 Data = TypeVar("Data")
 
 

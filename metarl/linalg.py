@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+# The one definition of a parameter dict (name -> tensor), imported by every module that
+# needs it: this module imports nothing from metarl, so any module may depend on it.
 Params = dict[str, Tensor]
 
 
@@ -30,11 +32,6 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     if offset != vector.numel():
         raise ValueError(f"vector has {vector.numel()} entries, parameters need {offset}")
     return out
-
-
-def add_scaled(params: Params, direction: Params, scale: float) -> Params:
-    """``params + scale * direction``, a new dict."""
-    return {k: params[k] + scale * direction[k] for k in params}
 
 
 def detached_leaves(params: Params) -> Params:
