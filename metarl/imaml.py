@@ -34,7 +34,6 @@ gradient 22 ms against 430 ms; the reused graph made CG 2.8x faster than product
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -43,19 +42,13 @@ import torch
 from torch import Tensor
 
 from metarl.adaptation import per_task, summed_over_tasks, task_count
-from metarl.linalg import Params
+from metarl.linalg import Params, batched_conjugate_gradient
 
 
 class ProximalSolution(NamedTuple):
     adapted: Params  # phi, stacked [N, ...], detached
     grad_norm: Tensor  # [N] norm of the proximal objective's gradient at phi
     steps: int  # gradient steps taken (the most of any task)
-
-
-class BatchedCGResult(NamedTuple):
-    solution: Tensor  # [N, P]
-    iterations: Tensor  # [N] CG iterations each task used
-    residual_norm: Tensor  # [N] final |b - A x|
 
 
 def proximal_adapt(
@@ -164,58 +157,6 @@ def proximal_iterates(
         with torch.no_grad():
             adapted = {k: v - _per_row(rate.to(v.dtype), v) * prox[k] for k, v in adapted.items()}
         steps += 1
-
-
-def batched_conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10
-) -> BatchedCGResult:
-    """Solve ``A_i x_i = b_i`` for N independent symmetric positive definite systems at once.
-
-    ``b`` is ``[N, P]`` and ``matvec`` maps ``[N, P] -> [N, P]`` row by row (``A`` is
-    block-diagonal). Every row has its own step sizes, so its iterates are those of
-    Hestenes-Stiefel CG (as ``metarl.linalg.conjugate_gradient``) on its own system; a row stops
-    once ``|r_i|^2 <= tol``, and all stop after ``iters`` products. A row whose search
-    direction meets non-positive curvature (``A_i`` not positive definite there) stops with its
-    current iterate, or ``b_i`` if that is its first iteration, with a warning.
-    """
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = b.clone()
-    rr = (r * r).sum(1)
-    iterations = torch.zeros(b.shape[0], dtype=torch.long)
-    stopped = torch.zeros(b.shape[0], dtype=torch.bool)
-    for _ in range(iters):
-        active = (rr > tol) & ~stopped
-        if not bool(active.any()):
-            break
-        ap = matvec(p)
-        pap = (p * ap).sum(1)
-        negative = active & (pap <= 0)
-        if bool(negative.any()):
-            warnings.warn(
-                "conjugate gradient met a non-positive curvature p^T A p <= 0: the system is not "
-                "positive definite (raise cg_damping); those tasks keep their last iterate",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            # Truncated CG (Steihaug 1983): a step along negative curvature would send x off
-            # towards an ascent direction of unbounded size, so the task stops where it is; one
-            # stopped before its first step answers b itself, the first-order direction.
-            first = negative & (iterations == 0)
-            x = torch.where(first.unsqueeze(1), b, x)
-            r = torch.where(first.unsqueeze(1), b - ap, r)  # p = b there: the residual of x = b
-            stopped = stopped | negative
-            active = active & ~negative
-        one = torch.ones_like(rr)
-        alpha = torch.where(active, rr / torch.where(active, pap, one), 0.0)
-        x = x + alpha.unsqueeze(1) * p
-        r = r - alpha.unsqueeze(1) * ap
-        rr_next = (r * r).sum(1)
-        beta = torch.where(active, rr_next / torch.where(active, rr, one), 0.0)
-        p = r + beta.unsqueeze(1) * p
-        rr = rr_next
-        iterations += active.long()
-    return BatchedCGResult(x, iterations, rr.sqrt())
 
 
 def imaml_gradient(
