@@ -71,6 +71,8 @@ class TrainConfig:
         prox_lambda: strength lambda of iMAML's proximal term lambda/2 |phi - theta|^2.
         prox_damping: damping d of iMAML's conjugate-gradient solve of ((1 + d) I + H/lambda);
             the support Hessian H is indefinite in RL and needs it.
+        imaml_cg_iters: iMAML's conjugate-gradient iterations per task for that solve (before
+            this field existed, cg_iters set them: its default keeps that behaviour).
         estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
             surrogate), "lvc" (ProMP's low-variance curvature) or "dice" (unbiased); see
             metarl.estimators.
@@ -86,7 +88,8 @@ class TrainConfig:
         inner_kl_target: KL the "promp" penalty weight adapts toward (doubled when the measured KL
             exceeds 1.5 times it, halved below a 1.5th of it).
         max_kl: TRPO trust-region bound on the mean KL divergence.
-        cg_iters: conjugate-gradient iterations for the TRPO step direction.
+        cg_iters: conjugate-gradient iterations for the TRPO step direction (iMAML's are
+            imaml_cg_iters).
         cg_damping: damping added to the Fisher-vector products (F + damping * I).
         ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
         ls_max_steps: maximum TRPO line-search steps before the update is rejected.
@@ -139,6 +142,7 @@ class TrainConfig:
     estimator: str = "maml"
     prox_lambda: float = 2.0
     prox_damping: float = 1.0
+    imaml_cg_iters: int = 10
     outer: str = "trpo"
     outer_lr: float = 1e-3
     promp_steps: int = 5
@@ -186,6 +190,7 @@ class TrainConfig:
             "horizon",
             "inner_steps",
             "cg_iters",
+            "imaml_cg_iters",
             "ls_max_steps",
             "promp_steps",
             "log_interval",

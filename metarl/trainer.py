@@ -360,7 +360,7 @@ class MetaLearner:
             return imaml_gradient(
                 floored_surrogate_loss(self.policy), self.outer_loss, params,
                 anchored_batch(self.policy, params, batch.supports[0]), batch.query,
-                c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.prox_damping,
+                c.prox_lambda, c.inner_lr, c.inner_steps, c.imaml_cg_iters, c.prox_damping,
             )
         loss, grads = meta_gradient(
             self.inner_loss, self.outer_loss, params, batch.supports, batch.query, c.inner_lr,
