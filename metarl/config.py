@@ -96,6 +96,8 @@ class TrainConfig:
         fvp_fraction: fraction of support and query steps used for Fisher-vector products.
         meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
             bounds peak memory and was also faster here (cache-sized chunks; 0: all at once).
+            Every learner honours it (MAML's unrolled graph, iMAML's inner and CG solves,
+            Reptile's inner loops); the result does not depend on it.
         gamma: discount factor.
         gae_lambda: GAE lambda (Schulman et al. 2015, arXiv:1506.02438); 1 gives Monte Carlo.
         normalize_advantages: standardise advantages per task before each policy gradient.

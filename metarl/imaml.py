@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from metarl.adaptation import per_task, summed_over_tasks, task_count
+from metarl.adaptation import per_task, select_tasks, summed_over_tasks, task_count
 from metarl.linalg import Params, batched_conjugate_gradient
 
 
@@ -172,6 +172,7 @@ def imaml_gradient(
     cg_damping: float = 0.0,
     inner_tol: float | None = None,
     cg_tol: float = 1e-10,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Params, dict[str, float]]:
     """Mean query loss at the adapted parameters, the iMAML meta-gradient, and solver metrics.
 
@@ -179,7 +180,9 @@ def imaml_gradient(
     support dataset, used at every inner step); both losses return one loss per task. The
     meta-gradient is ``mean_i ((1 + cg_damping) I + H_i / prox_lambda)^-1 grad L_query_i(phi_i)``
     with ``cg_iters`` CG iterations per task (the paper uses 5). The inner solve is
-    ``proximal_adapt``. Everything returned is detached.
+    ``proximal_adapt``. Everything returned is detached. ``chunk_size`` tasks are solved at a
+    time (all if None or 0): every task's inner and CG solves are its own, so the answer is the
+    same, and the Hessian-vector product's double-backward graph only ever spans one chunk.
 
     Metrics: ``inner/steps`` (inner gradient steps taken), ``inner/grad_norm`` and
     ``inner/grad_norm_max`` (mean and max over tasks of the proximal gradient norm reached),
@@ -190,9 +193,60 @@ def imaml_gradient(
         raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
     if cg_damping < 0:
         raise ValueError(f"cg_damping must be >= 0, got {cg_damping}")
+    if chunk_size is not None and chunk_size < 0:
+        raise ValueError(f"chunk_size must be >= 0 or None, got {chunk_size}")
     n = task_count(query)
     if task_count(support) != n:
         raise ValueError(f"support has {task_count(support)} tasks, query has {n}")
+    chunk = chunk_size or n
+    parts = [_solve_tasks(inner_loss, outer_loss, params, select_tasks(support, part),
+                          select_tasks(query, part), prox_lambda, inner_lr, inner_steps, cg_iters,
+                          cg_damping, inner_tol, cg_tol)
+             for part in (slice(start, start + chunk) for start in range(0, n, chunk))]
+    solutions = torch.cat([part.solution for part in parts])  # [N, P], a row per task
+    grads = {k: v.mean(0) for k, v in _unflat(solutions, per_task(params, n)).items()}
+    grad_norm = torch.cat([part.grad_norm for part in parts])
+    cg_iterations = torch.cat([part.cg_iterations for part in parts])
+    residual = torch.cat([part.cg_residual for part in parts])
+    info = {
+        "inner/steps": float(max(part.steps for part in parts)),
+        "inner/grad_norm": float(grad_norm.mean()),
+        "inner/grad_norm_max": float(grad_norm.max()),
+        "outer/cg_iterations": float(cg_iterations.max()),
+        "outer/cg_residual": float(residual.mean()),
+        "outer/cg_residual_max": float(residual.max()),
+    }
+    query_total = torch.stack([part.query_total for part in parts]).sum()
+    return query_total / n, grads, info
+
+
+class _TasksSolved(NamedTuple):
+    """``_solve_tasks``' answer for M tasks, all detached."""
+
+    solution: Tensor  # [M, P] each task's CG solution, flat
+    query_total: Tensor  # sum over the tasks of the query loss at phi
+    grad_norm: Tensor  # [M] proximal gradient norm reached
+    steps: int  # inner steps taken (the most of any task)
+    cg_iterations: Tensor  # [M]
+    cg_residual: Tensor  # [M]
+
+
+def _solve_tasks(
+    inner_loss: Callable[[Params, Any], Tensor],
+    outer_loss: Callable[[Params, Any], Tensor],
+    params: Params,
+    support: Any,
+    query: Any,
+    prox_lambda: float,
+    inner_lr: float,
+    inner_steps: int,
+    cg_iters: int,
+    cg_damping: float,
+    inner_tol: float | None,
+    cg_tol: float,
+) -> _TasksSolved:
+    """The proximal inner solve and the implicit-gradient CG solve of some tasks together."""
+    m = task_count(query)
     inner = proximal_adapt(inner_loss, params, support, prox_lambda, inner_lr, inner_steps,
                            inner_tol)
     adapted = inner.adapted
@@ -202,21 +256,12 @@ def imaml_gradient(
     hessian_product = _hessian_vector_product(inner_loss, adapted, support)
 
     def system(v: Tensor) -> Tensor:
-        hv = _flat(hessian_product(_unflat(v, adapted)), n)
+        hv = _flat(hessian_product(_unflat(v, adapted)), m)
         return (1.0 + cg_damping) * v + hv / prox_lambda
 
-    cg = batched_conjugate_gradient(system, _flat(query_grads, n).detach(), cg_iters, cg_tol)
-    per_task_grads = _unflat(cg.solution, adapted)
-    grads = {k: per_task_grads[k].mean(0) for k in params}
-    info = {
-        "inner/steps": float(inner.steps),
-        "inner/grad_norm": float(inner.grad_norm.mean()),
-        "inner/grad_norm_max": float(inner.grad_norm.max()),
-        "outer/cg_iterations": float(cg.iterations.max()),
-        "outer/cg_residual": float(cg.residual_norm.mean()),
-        "outer/cg_residual_max": float(cg.residual_norm.max()),
-    }
-    return query_total.detach() / n, grads, info
+    cg = batched_conjugate_gradient(system, _flat(query_grads, m).detach(), cg_iters, cg_tol)
+    return _TasksSolved(cg.solution, query_total.detach(), inner.grad_norm, inner.steps,
+                        cg.iterations, cg.residual_norm)
 
 
 def _hessian_vector_product(

@@ -182,6 +182,34 @@ def test_tasks_are_solved_independently() -> None:
         assert torch.allclose(_vector(g), exact[i], atol=1e-10)
 
 
+def test_chunks_of_tasks_give_the_unchunked_gradient() -> None:
+    """``chunk_size`` tasks are solved at a time (5 tasks in chunks of 2, 2 and 1): the loss,
+    gradient and metrics are those of all tasks at once, and the closed form's."""
+    support, query, theta = _tasks(0, n=5), _tasks(1, n=5), _theta()
+    seen: list[int] = []
+
+    def counting(params: dict[str, torch.Tensor], data: Data) -> torch.Tensor:
+        seen.append(data[0].shape[0])
+        return _loss(params, data)
+
+    kwargs: dict[str, Any] = dict(prox_lambda=LAMBDA, inner_lr=_inner_lr(support),
+                                  inner_steps=400, cg_iters=3 * D, cg_tol=1e-28)
+    loss, grads, info = imaml_gradient(counting, counting, _params(theta), support, query,
+                                       chunk_size=2, **kwargs)
+    assert seen and max(seen) == 2 and min(seen) == 1
+    whole_loss, whole, whole_info = imaml_gradient(_loss, _loss, _params(theta), support, query,
+                                                   **kwargs)
+    assert torch.allclose(_vector(grads), _vector(whole), atol=1e-13, rtol=0)
+    assert torch.allclose(loss, whole_loss, atol=1e-13, rtol=0)
+    assert info.keys() == whole_info.keys()
+    for key in info:
+        assert info[key] == pytest.approx(whole_info[key], rel=1e-9, abs=1e-14), key
+    expected = _implicit_gradients(support, query, theta).mean(0)
+    assert torch.allclose(_vector(grads), expected, atol=1e-10)
+    assert torch.allclose(loss, _query_loss(_proximal_minimiser(support, theta), query),
+                          atol=1e-12)
+
+
 def test_no_graph_is_kept() -> None:
     """The inner loop differentiates nothing through its steps: the adapted parameters do not
     depend on theta in autograd's eyes, so no graph (whose size would grow with inner_steps)
@@ -258,7 +286,7 @@ def test_indefinite_hessian_needs_damping() -> None:
 @pytest.mark.parametrize(
     "override",
     [{"prox_lambda": 0.0}, {"inner_lr": -1.0}, {"inner_steps": -1}, {"cg_iters": 0},
-     {"cg_damping": -0.1}, {"inner_tol": 0.0}],
+     {"cg_damping": -0.1}, {"inner_tol": 0.0}, {"chunk_size": -1}],
 )
 def test_bad_arguments_are_rejected(override: dict[str, float]) -> None:
     support, theta = _tasks(0), _theta()
