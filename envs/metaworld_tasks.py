@@ -115,6 +115,10 @@ class Benchmark:
                              f"({split} task {index} is {known})")
         return self.native[split][index]
 
+    def all_tasks(self) -> tuple[Task, ...]:
+        """Every task of the benchmark, training then test."""
+        return self.tasks["train"] + self.tasks["test"]
+
     def sample(self, split: str, n: int, rng: np.random.Generator) -> list[Task]:
         """``n`` tasks of ``split`` drawn uniformly without replacement while they last.
 
@@ -216,6 +220,11 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
 
     def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self.benchmark.sample("test", n, rng)
+
+    def all_tasks(self) -> tuple[Task, ...]:
+        """Every task of the benchmark (both splits): ``TaskObservation`` sizes its slots
+        from them."""
+        return self.benchmark.all_tasks()
 
     def _metaworld_env(self, task: Task) -> Any:
         cls = self.benchmark.classes[task["env_name"]]
@@ -328,6 +337,11 @@ class MetaWorldVectorEnv(TaskVectorEnv):
 
     def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self.benchmark.sample("test", n, rng)
+
+    def all_tasks(self) -> tuple[Task, ...]:
+        """Every task of the benchmark (both splits): ``TaskObservation`` sizes its slots
+        from them."""
+        return self.benchmark.all_tasks()
 
     def _new_sub_env(self, env_name: str) -> _SubEnv:
         cls = self.benchmark.classes[env_name]
