@@ -83,14 +83,6 @@ ROTATED_CAMERAS = ("corner", "corner2", "corner3", "corner4")
 SPLITS = ("train", "test")
 
 
-def env_id_for(benchmark: str, env_name: str | None = None) -> str:
-    """The registered id: ``metarl/ML1-reach-v3`` for ("ML1", "reach-v3"), ``metarl/ML10-v3``."""
-    if benchmark == "ML1":
-        assert env_name is not None
-        return f"metarl/ML1-{env_name}"
-    return f"metarl/{benchmark}-v3"
-
-
 def import_metaworld() -> ModuleType:
     """The ``metaworld`` package, or a one-line ``ValueError`` naming the extra to install."""
     try:
@@ -124,6 +116,10 @@ class Benchmark:
             raise ValueError(f"{task} is not a task of Meta-World {self.name} "
                              f"({split} task {index} is {known})")
         return self.native[split][index]
+
+    def all_tasks(self) -> tuple[Task, ...]:
+        """Every task of the benchmark, training then test."""
+        return self.tasks["train"] + self.tasks["test"]
 
     def sample(self, split: str, n: int, rng: np.random.Generator) -> list[Task]:
         """``n`` tasks of ``split`` drawn uniformly without replacement while they last.
@@ -227,6 +223,11 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
 
     def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self.benchmark.sample("test", n, rng)
+
+    def all_tasks(self) -> tuple[Task, ...]:
+        """Every task of the benchmark (both splits): ``TaskObservation`` sizes its slots
+        from them."""
+        return self.benchmark.all_tasks()
 
     def _metaworld_env(self, task: Task) -> Any:
         cls = self.benchmark.classes[task["env_name"]]
@@ -341,6 +342,11 @@ class MetaWorldVectorEnv(TaskVectorEnv):
 
     def sample_test_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return self.benchmark.sample("test", n, rng)
+
+    def all_tasks(self) -> tuple[Task, ...]:
+        """Every task of the benchmark (both splits): ``TaskObservation`` sizes its slots
+        from them."""
+        return self.benchmark.all_tasks()
 
     def _new_sub_env(self, env_name: str) -> _SubEnv:
         cls = self.benchmark.classes[env_name]

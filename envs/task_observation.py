@@ -10,6 +10,15 @@ distribution, so one training run covers all of it.
 Numeric parameters are those whose values are floats or tuples of floats (``goal``,
 ``velocity``, ``direction``, Meta-World's ``rand_vec``); strings and integers (``env_name``,
 ``split``, ``index``) name a task rather than describe it and are left out unless asked for.
+
+Each parameter has a slot of fixed width in the observation, so that every task's observation
+has the same size: the widest value of that parameter over the family's tasks, the shorter
+values zero-padded at the end. Only Meta-World's ML10 needs it: its ``rand_vec`` has 6 entries
+(object and goal positions) for seven classes and 3 for the eight (``button-press-topdown``,
+``door-open``, ``drawer-close``, ``sweep``, ``window-open``; test: ``door-close``,
+``drawer-open``, ``lever-pull``) whose variation is one position. A family that lists all its
+tasks (``all_tasks()``, as the Meta-World environments do) is measured over all of them, both
+splits; any other family over its current task (their parameters have one shape per family).
 """
 
 from __future__ import annotations
@@ -35,16 +44,39 @@ def numeric_parameter_names(task: Task) -> tuple[str, ...]:
     )
 
 
-def task_features(task: Task, names: Sequence[str]) -> np.ndarray:
-    """The values of ``names`` in ``task``, flattened and concatenated in that order (float64)."""
+def task_features(task: Task, names: Sequence[str],
+                  widths: Sequence[int] | None = None) -> np.ndarray:
+    """The values of ``names`` in ``task``, flattened and concatenated in that order (float64).
+
+    With ``widths``, the values of ``names[i]`` are zero-padded at the end to ``widths[i]``
+    entries (a ``ValueError`` if they have more).
+    """
     parts = [np.ravel(np.asarray(task[name], dtype=np.float64)) for name in names]
+    if widths is not None:
+        if len(widths) != len(parts):
+            raise ValueError(f"{len(widths)} widths for {len(parts)} parameters")
+        for name, part, width in zip(names, parts, widths):
+            if part.size > width:
+                raise ValueError(f"task parameter {name!r} has {part.size} values, more than "
+                                 f"the {width} its observation slot holds")
+        parts = [np.pad(part, (0, width - part.size)) for part, width in zip(parts, widths)]
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def feature_widths(env: Any, names: Sequence[str], tasks: Sequence[Task]) -> tuple[int, ...]:
+    """The observation slot width of each parameter in ``names`` for ``env``'s task family
+    (``env`` a ``TaskEnv`` or ``TaskVectorEnv``): its widest value over every task of the
+    family where ``env.all_tasks()`` lists them (Meta-World), and over ``tasks``."""
+    listed = getattr(env, "all_tasks", None)
+    pool = [*tasks, *(listed() if listed is not None else ())]
+    return tuple(max(np.size(task[name]) for task in pool) for name in names)
 
 
 class TaskObservation(gymnasium.ObservationWrapper[np.ndarray, Any, np.ndarray],
                       gymnasium.utils.RecordConstructorArgs):
     """``env`` with the current task's parameters ``parameters`` (default: the numeric ones)
-    appended to each (flat ``Box``) observation.
+    appended to each (flat ``Box``) observation, each in a slot of the family's width
+    (``widths``, see the module docstring).
 
     ``resample``: draw a new task with ``sample_tasks`` before every reset, from a generator
     seeded by ``seed`` and re-seeded by ``reset(seed=...)``. Otherwise the task is whatever
@@ -69,7 +101,8 @@ class TaskObservation(gymnasium.ObservationWrapper[np.ndarray, Any, np.ndarray],
         task = task_env.task
         self.parameters = tuple(numeric_parameter_names(task) if parameters is None
                                 else parameters)
-        size = task_features(task, self.parameters).size
+        self.widths = feature_widths(task_env, self.parameters, [task])
+        size = sum(self.widths)
         dtype = inner.dtype
         self.observation_space = gymnasium.spaces.Box(
             np.concatenate([inner.low, np.full(size, -np.inf)]).astype(dtype),
@@ -89,6 +122,6 @@ class TaskObservation(gymnasium.ObservationWrapper[np.ndarray, Any, np.ndarray],
         return super().reset(seed=seed, options=options)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        features = task_features(self.task_env.task, self.parameters)
+        features = task_features(self.task_env.task, self.parameters, self.widths)
         dtype = self.observation_space.dtype
         return np.concatenate([np.asarray(observation).ravel(), features]).astype(dtype)

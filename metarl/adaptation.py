@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
-Params = dict[str, Tensor]
+from metarl.linalg import Params
+
 Data = TypeVar("Data")
 
 
@@ -35,6 +36,11 @@ def task_count(data: Any) -> int:
     if not leaves:
         raise ValueError("task data holds no tensors")
     return int(leaves[0].shape[0])
+
+
+def select_tasks(data: Any, index: int | slice | Tensor) -> Any:
+    """The tasks ``index`` of every tensor in ``data`` (a pytree with a leading task dim)."""
+    return tree_map(lambda x: x[index], data)
 
 
 def summed_over_tasks(loss_fn: Callable[[Params, Any], Tensor], data: Any

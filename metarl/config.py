@@ -78,6 +78,8 @@ class TrainConfig:
         prox_lambda: strength lambda of iMAML's proximal term lambda/2 |phi - theta|^2.
         prox_damping: damping d of iMAML's conjugate-gradient solve of ((1 + d) I + H/lambda);
             the support Hessian H is indefinite in RL and needs it.
+        imaml_cg_iters: iMAML's conjugate-gradient iterations per task for that solve (before
+            this field existed, cg_iters set them: its default keeps that behaviour).
         estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
             surrogate), "lvc" (ProMP's low-variance curvature) or "dice" (unbiased); see
             metarl.estimators.
@@ -93,7 +95,8 @@ class TrainConfig:
         inner_kl_target: KL the "promp" penalty weight adapts toward (doubled when the measured KL
             exceeds 1.5 times it, halved below a 1.5th of it).
         max_kl: TRPO trust-region bound on the mean KL divergence.
-        cg_iters: conjugate-gradient iterations for the TRPO step direction.
+        cg_iters: conjugate-gradient iterations for the TRPO step direction (iMAML's are
+            imaml_cg_iters).
         cg_damping: damping added to the Fisher-vector products (F + damping * I).
         ls_backtrack: TRPO line-search step shrink factor, in (0, 1).
         ls_max_steps: maximum TRPO line-search steps before the update is rejected.
@@ -109,6 +112,8 @@ class TrainConfig:
             subsample); below 1 it saves the Hessian-vector products through the adaptation.
         meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
             bounds peak memory and was also faster here (cache-sized chunks; 0: all at once).
+            Every learner honours it (MAML's unrolled graph, iMAML's inner and CG solves,
+            Reptile's inner loops); the result does not depend on it.
         gamma: discount factor.
         gae_lambda: GAE lambda (Schulman et al. 2015, arXiv:1506.02438); 1 gives Monte Carlo.
         normalize_advantages: standardise advantages per task before each policy gradient.
@@ -156,6 +161,7 @@ class TrainConfig:
     estimator: str = "maml"
     prox_lambda: float = 2.0
     prox_damping: float = 1.0
+    imaml_cg_iters: int = 10
     outer: str = "trpo"
     outer_lr: float = 1e-3
     promp_steps: int = 5
@@ -205,6 +211,7 @@ class TrainConfig:
             "horizon",
             "inner_steps",
             "cg_iters",
+            "imaml_cg_iters",
             "ls_max_steps",
             "promp_steps",
             "log_interval",

@@ -34,7 +34,6 @@ gradient 22 ms against 430 ms; the reused graph made CG 2.8x faster than product
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -42,20 +41,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from metarl.adaptation import per_task, summed_over_tasks, task_count
-from metarl.linalg import Params
+from metarl.adaptation import per_task, select_tasks, summed_over_tasks, task_count
+from metarl.linalg import Params, batched_conjugate_gradient
 
 
 class ProximalSolution(NamedTuple):
     adapted: Params  # phi, stacked [N, ...], detached
     grad_norm: Tensor  # [N] norm of the proximal objective's gradient at phi
     steps: int  # gradient steps taken (the most of any task)
-
-
-class BatchedCGResult(NamedTuple):
-    solution: Tensor  # [N, P]
-    iterations: Tensor  # [N] CG iterations each task used
-    residual_norm: Tensor  # [N] final |b - A x|
 
 
 def proximal_adapt(
@@ -166,58 +159,6 @@ def proximal_iterates(
         steps += 1
 
 
-def batched_conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10
-) -> BatchedCGResult:
-    """Solve ``A_i x_i = b_i`` for N independent symmetric positive definite systems at once.
-
-    ``b`` is ``[N, P]`` and ``matvec`` maps ``[N, P] -> [N, P]`` row by row (``A`` is
-    block-diagonal). Every row has its own step sizes, so its iterates are those of
-    Hestenes-Stiefel CG (as ``metarl.linalg.conjugate_gradient``) on its own system; a row stops
-    once ``|r_i|^2 <= tol``, and all stop after ``iters`` products. A row whose search
-    direction meets non-positive curvature (``A_i`` not positive definite there) stops with its
-    current iterate, or ``b_i`` if that is its first iteration, with a warning.
-    """
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = b.clone()
-    rr = (r * r).sum(1)
-    iterations = torch.zeros(b.shape[0], dtype=torch.long)
-    stopped = torch.zeros(b.shape[0], dtype=torch.bool)
-    for _ in range(iters):
-        active = (rr > tol) & ~stopped
-        if not bool(active.any()):
-            break
-        ap = matvec(p)
-        pap = (p * ap).sum(1)
-        negative = active & (pap <= 0)
-        if bool(negative.any()):
-            warnings.warn(
-                "conjugate gradient met a non-positive curvature p^T A p <= 0: the system is not "
-                "positive definite (raise cg_damping); those tasks keep their last iterate",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            # Truncated CG (Steihaug 1983): a step along negative curvature would send x off
-            # towards an ascent direction of unbounded size, so the task stops where it is; one
-            # stopped before its first step answers b itself, the first-order direction.
-            first = negative & (iterations == 0)
-            x = torch.where(first.unsqueeze(1), b, x)
-            r = torch.where(first.unsqueeze(1), b - ap, r)  # p = b there: the residual of x = b
-            stopped = stopped | negative
-            active = active & ~negative
-        one = torch.ones_like(rr)
-        alpha = torch.where(active, rr / torch.where(active, pap, one), 0.0)
-        x = x + alpha.unsqueeze(1) * p
-        r = r - alpha.unsqueeze(1) * ap
-        rr_next = (r * r).sum(1)
-        beta = torch.where(active, rr_next / torch.where(active, rr, one), 0.0)
-        p = r + beta.unsqueeze(1) * p
-        rr = rr_next
-        iterations += active.long()
-    return BatchedCGResult(x, iterations, rr.sqrt())
-
-
 def imaml_gradient(
     inner_loss: Callable[[Params, Any], Tensor],
     outer_loss: Callable[[Params, Any], Tensor],
@@ -231,6 +172,7 @@ def imaml_gradient(
     cg_damping: float = 0.0,
     inner_tol: float | None = None,
     cg_tol: float = 1e-10,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Params, dict[str, float]]:
     """Mean query loss at the adapted parameters, the iMAML meta-gradient, and solver metrics.
 
@@ -238,7 +180,9 @@ def imaml_gradient(
     support dataset, used at every inner step); both losses return one loss per task. The
     meta-gradient is ``mean_i ((1 + cg_damping) I + H_i / prox_lambda)^-1 grad L_query_i(phi_i)``
     with ``cg_iters`` CG iterations per task (the paper uses 5). The inner solve is
-    ``proximal_adapt``. Everything returned is detached.
+    ``proximal_adapt``. Everything returned is detached. ``chunk_size`` tasks are solved at a
+    time (all if None or 0): every task's inner and CG solves are its own, so the answer is the
+    same, and the Hessian-vector product's double-backward graph only ever spans one chunk.
 
     Metrics: ``inner/steps`` (inner gradient steps taken), ``inner/grad_norm`` and
     ``inner/grad_norm_max`` (mean and max over tasks of the proximal gradient norm reached),
@@ -249,9 +193,60 @@ def imaml_gradient(
         raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
     if cg_damping < 0:
         raise ValueError(f"cg_damping must be >= 0, got {cg_damping}")
+    if chunk_size is not None and chunk_size < 0:
+        raise ValueError(f"chunk_size must be >= 0 or None, got {chunk_size}")
     n = task_count(query)
     if task_count(support) != n:
         raise ValueError(f"support has {task_count(support)} tasks, query has {n}")
+    chunk = chunk_size or n
+    parts = [_solve_tasks(inner_loss, outer_loss, params, select_tasks(support, part),
+                          select_tasks(query, part), prox_lambda, inner_lr, inner_steps, cg_iters,
+                          cg_damping, inner_tol, cg_tol)
+             for part in (slice(start, start + chunk) for start in range(0, n, chunk))]
+    solutions = torch.cat([part.solution for part in parts])  # [N, P], a row per task
+    grads = {k: v.mean(0) for k, v in _unflat(solutions, per_task(params, n)).items()}
+    grad_norm = torch.cat([part.grad_norm for part in parts])
+    cg_iterations = torch.cat([part.cg_iterations for part in parts])
+    residual = torch.cat([part.cg_residual for part in parts])
+    info = {
+        "inner/steps": float(max(part.steps for part in parts)),
+        "inner/grad_norm": float(grad_norm.mean()),
+        "inner/grad_norm_max": float(grad_norm.max()),
+        "outer/cg_iterations": float(cg_iterations.max()),
+        "outer/cg_residual": float(residual.mean()),
+        "outer/cg_residual_max": float(residual.max()),
+    }
+    query_total = torch.stack([part.query_total for part in parts]).sum()
+    return query_total / n, grads, info
+
+
+class _TasksSolved(NamedTuple):
+    """``_solve_tasks``' answer for M tasks, all detached."""
+
+    solution: Tensor  # [M, P] each task's CG solution, flat
+    query_total: Tensor  # sum over the tasks of the query loss at phi
+    grad_norm: Tensor  # [M] proximal gradient norm reached
+    steps: int  # inner steps taken (the most of any task)
+    cg_iterations: Tensor  # [M]
+    cg_residual: Tensor  # [M]
+
+
+def _solve_tasks(
+    inner_loss: Callable[[Params, Any], Tensor],
+    outer_loss: Callable[[Params, Any], Tensor],
+    params: Params,
+    support: Any,
+    query: Any,
+    prox_lambda: float,
+    inner_lr: float,
+    inner_steps: int,
+    cg_iters: int,
+    cg_damping: float,
+    inner_tol: float | None,
+    cg_tol: float,
+) -> _TasksSolved:
+    """The proximal inner solve and the implicit-gradient CG solve of some tasks together."""
+    m = task_count(query)
     inner = proximal_adapt(inner_loss, params, support, prox_lambda, inner_lr, inner_steps,
                            inner_tol)
     adapted = inner.adapted
@@ -261,21 +256,12 @@ def imaml_gradient(
     hessian_product = _hessian_vector_product(inner_loss, adapted, support)
 
     def system(v: Tensor) -> Tensor:
-        hv = _flat(hessian_product(_unflat(v, adapted)), n)
+        hv = _flat(hessian_product(_unflat(v, adapted)), m)
         return (1.0 + cg_damping) * v + hv / prox_lambda
 
-    cg = batched_conjugate_gradient(system, _flat(query_grads, n).detach(), cg_iters, cg_tol)
-    per_task_grads = _unflat(cg.solution, adapted)
-    grads = {k: per_task_grads[k].mean(0) for k in params}
-    info = {
-        "inner/steps": float(inner.steps),
-        "inner/grad_norm": float(inner.grad_norm.mean()),
-        "inner/grad_norm_max": float(inner.grad_norm.max()),
-        "outer/cg_iterations": float(cg.iterations.max()),
-        "outer/cg_residual": float(cg.residual_norm.mean()),
-        "outer/cg_residual_max": float(cg.residual_norm.max()),
-    }
-    return query_total.detach() / n, grads, info
+    cg = batched_conjugate_gradient(system, _flat(query_grads, m).detach(), cg_iters, cg_tol)
+    return _TasksSolved(cg.solution, query_total.detach(), inner.grad_norm, inner.steps,
+                        cg.iterations, cg.residual_norm)
 
 
 def _hessian_vector_product(

@@ -6,12 +6,15 @@ Vectors live flat (one 1-D tensor) inside the solvers and as dicts everywhere el
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+# The one definition of a parameter dict (name -> tensor), imported by every module that
+# needs it: this module imports nothing from metarl, so any module may depend on it.
 Params = dict[str, Tensor]
 
 
@@ -32,14 +35,15 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     return out
 
 
-def add_scaled(params: Params, direction: Params, scale: float) -> Params:
-    """``params + scale * direction``, a new dict."""
-    return {k: params[k] + scale * direction[k] for k in params}
-
-
 def detached_leaves(params: Params) -> Params:
     """Fresh leaf copies that require grad: the starting point of a differentiable computation."""
     return {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+
+
+class BatchedCGResult(NamedTuple):
+    solution: Tensor  # [N, P]
+    iterations: Tensor  # [N] CG iterations each system used
+    residual_norm: Tensor  # [N] final |b - A x|
 
 
 class CGResult(NamedTuple):
@@ -48,28 +52,78 @@ class CGResult(NamedTuple):
     residual_norm: float
 
 
+def batched_conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float = 1e-10
+) -> BatchedCGResult:
+    """Solve ``A_i x_i = b_i`` for N independent symmetric positive definite systems at once
+    by conjugate gradient (Hestenes & Stiefel 1952): the project's one CG solver.
+
+    ``b`` is ``[N, P]`` and ``matvec`` maps ``[N, P] -> [N, P]`` row by row (``A`` is
+    block-diagonal). Every row has its own step sizes, so its iterates are those of CG on its
+    own system; a row stops once ``|r_i|^2 <= tol``, and all stop after ``iters`` products. A
+    row whose search direction meets non-positive curvature (``A_i`` not positive definite
+    there) stops with its current iterate, or ``b_i`` if that is its first iteration, with a
+    warning. ``conjugate_gradient`` is the case of one system.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = _row_dots(r, r)
+    iterations = torch.zeros(b.shape[0], dtype=torch.long)
+    stopped = torch.zeros(b.shape[0], dtype=torch.bool)
+    for _ in range(iters):
+        active = (rr > tol) & ~stopped
+        if not bool(active.any()):
+            break
+        ap = matvec(p)
+        pap = _row_dots(p, ap)
+        negative = active & (pap <= 0)
+        if bool(negative.any()):
+            warnings.warn(
+                "conjugate gradient met a non-positive curvature p^T A p <= 0: the system is not "
+                "positive definite (raise its damping); those systems keep their last iterate",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            # Truncated CG (Steihaug 1983): a step along negative curvature would send x off
+            # towards an ascent direction of unbounded size, so the row stops where it is; one
+            # stopped before its first step answers b itself, the first-order direction.
+            first = negative & (iterations == 0)
+            x = torch.where(first.unsqueeze(1), b, x)
+            r = torch.where(first.unsqueeze(1), b - ap, r)  # p = b there: the residual of x = b
+            stopped = stopped | negative
+            active = active & ~negative
+        one = torch.ones_like(rr)
+        alpha = torch.where(active, rr / torch.where(active, pap, one), 0.0)
+        x = x + alpha.unsqueeze(1) * p
+        r = r - alpha.unsqueeze(1) * ap
+        rr_next = _row_dots(r, r)
+        beta = torch.where(active, rr_next / torch.where(active, rr, one), 0.0)
+        p = r + beta.unsqueeze(1) * p
+        rr = rr_next
+        iterations += active.long()
+    return BatchedCGResult(x, iterations, rr.sqrt())
+
+
+def _row_dots(u: Tensor, v: Tensor) -> Tensor:
+    """``[N]`` inner products of the rows of ``u`` and ``v``. A single row goes through
+    ``torch.dot``, as the one-system solver did before it became a batch of one: TRPO's steps
+    stay bit-for-bit those of earlier runs (a sum of products rounds differently)."""
+    if u.shape[0] == 1:
+        return torch.dot(u[0], v[0]).unsqueeze(0)
+    return (u * v).sum(1)
+
+
 def conjugate_gradient(
     matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, tol: float = 1e-10
 ) -> CGResult:
     """Approximately solve ``A x = b`` for symmetric positive definite ``A`` given ``x -> A x``
-    (Hestenes & Stiefel 1952). Stops after ``iters`` products or when ``|r|^2 < tol``."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = b.clone()
-    rr = torch.dot(r, r)
-    done = 0
-    for done in range(1, iters + 1):
-        if rr.item() < tol:
-            done -= 1
-            break
-        ap = matvec(p)
-        alpha = rr / torch.dot(p, ap)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_next = torch.dot(r, r)
-        p = r + (rr_next / rr) * p
-        rr = rr_next
-    return CGResult(x, done, float(rr.sqrt().item()))
+    (1-D ``b``): ``batched_conjugate_gradient`` on a batch of one system. Stops after ``iters``
+    products, when ``|r|^2 <= tol``, or (with a warning) on non-positive curvature."""
+    result = batched_conjugate_gradient(lambda v: matvec(v[0]).unsqueeze(0), b.unsqueeze(0),
+                                        iters, tol)
+    return CGResult(result.solution[0], int(result.iterations[0]),
+                    float(result.residual_norm[0]))
 
 
 def gauss_newton_vector_product(

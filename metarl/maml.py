@@ -21,9 +21,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_map
 
-from metarl.adaptation import adapt, per_task, task_count
+from metarl.adaptation import adapt, per_task, select_tasks, task_count
 from metarl.episodes import StepBatch, masked_mean
 from metarl.linalg import Params, detached_leaves, gauss_newton_vector_product, unflatten
 from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
@@ -72,7 +71,7 @@ def query_loss_and_kl(
     chunk = chunk_size or n
     loss_sum, kl_sum = torch.zeros(()), torch.zeros(())
     for start in range(0, n, chunk):
-        part: MetaBatch = _tasks(batch, slice(start, start + chunk))
+        part: MetaBatch = select_tasks(batch, slice(start, start + chunk))
         m = part.query.old_log_prob.shape[0]
         adapted = adapt(inner_loss, per_task(params, m), part.supports, inner_lr, first_order)
         steps = part.query.steps
@@ -122,7 +121,8 @@ def meta_gradient(
         grads: Params = {k: torch.zeros_like(v) for k, v in params.items()}
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
-            g, loss = chunk_value_and_grad(params, _tasks(supports, part), _tasks(query, part))
+            g, loss = chunk_value_and_grad(params, select_tasks(supports, part),
+                                           select_tasks(query, part))
             total = total + loss.detach()
             grads = {k: grads[k] + g[k] for k in grads}
         return total, grads
@@ -132,15 +132,11 @@ def meta_gradient(
                                           chunk_size=chunk)(params, supports, query)
         return losses.mean(), {k: g.mean(0) for k, g in stacked.items()}
     if mode == "loop":
-        results = [value_and_grad(params, _tasks(supports, i), _tasks(query, i)) for i in range(n)]
+        results = [value_and_grad(params, select_tasks(supports, i), select_tasks(query, i))
+                   for i in range(n)]
         mean_loss = torch.stack([loss for _, loss in results]).mean()
         return mean_loss, {k: torch.stack([g[k] for g, _ in results]).mean(0) for k in params}
     raise ValueError(f"unknown meta-gradient mode {mode!r} (known: batched, vmap, loop)")
-
-
-def _tasks(data: Any, index: int | slice | Tensor) -> Any:
-    """The tasks ``index`` of every tensor in ``data`` (a pytree with a leading task dim)."""
-    return tree_map(lambda x: x[index], data)
 
 
 def random_subset(size: int, fraction: float, generator: torch.Generator) -> Tensor:
@@ -167,7 +163,8 @@ def curvature_subsample(batch: MetaBatch, step_fraction: float, generator: torch
     adaptation, the product's main cost.
     """
     if task_fraction < 1.0:
-        batch = _tasks(batch, random_subset(task_count(batch.query), task_fraction, generator))
+        tasks = random_subset(task_count(batch.query), task_fraction, generator)
+        batch = select_tasks(batch, tasks)
     if step_fraction >= 1.0:
         return batch
     q = batch.query

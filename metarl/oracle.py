@@ -26,6 +26,7 @@ from metarl.config import TrainConfig
 from metarl.envs import env_kwargs, make_task_vector_env, sample_held_out_tasks
 from metarl.envs.task_observation import (
     TaskObservation,
+    feature_widths,
     numeric_parameter_names,
     task_features,
 )
@@ -96,8 +97,9 @@ def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
     held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     env.set_tasks([task for task in held_out for _ in range(episodes)])
     names = numeric_parameter_names(held_out[0])
-    features = np.repeat(np.stack([task_features(t, names) for t in held_out]), episodes,
-                         axis=0).astype(np.float32)
+    widths = feature_widths(env, names, held_out)  # TaskObservation's layout, as in training
+    features = np.repeat(np.stack([task_features(t, names, widths) for t in held_out]),
+                         episodes, axis=0).astype(np.float32)
     obs, _ = env.reset(seed=seed)
     totals = np.zeros(tasks * episodes)
     alive = np.ones(tasks * episodes, dtype=bool)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-Params = dict[str, Tensor]
+from metarl.linalg import Params
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}

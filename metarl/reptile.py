@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from metarl.adaptation import adapt, per_task, summed_over_tasks, task_count
+from metarl.adaptation import adapt, per_task, select_tasks, summed_over_tasks, task_count
 from metarl.linalg import Params
 from metarl.outer import adam_init, adam_step
 
@@ -41,6 +41,7 @@ def reptile_direction(
     optimizer: InnerOptimizer = "sgd",
     adam_betas: tuple[float, float] = (0.0, 0.999),
     adam_eps: float = 1e-8,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Params]:
     """Mean support loss after adaptation and the Reptile direction ``mean_i (theta - phi_i)``.
 
@@ -50,25 +51,37 @@ def reptile_direction(
     Adam (a fresh state per call, so per task; the paper's experiments use beta1 = 0 in the inner
     loop, hence the default ``adam_betas``). The returned loss is the mean over tasks of
     ``inner_loss`` at the adapted parameters on the last support dataset, a detached scalar.
+    ``chunk_size`` tasks adapt at a time (all if None or 0), which bounds the inner loop's
+    memory; every task adapts on its own, so the answer is the same.
     """
     supports = list(supports)
     if not supports:
         raise ValueError("Reptile needs at least one inner step (supports is empty)")
     if inner_lr <= 0:
         raise ValueError(f"inner_lr must be positive, got {inner_lr}")
+    if chunk_size is not None and chunk_size < 0:
+        raise ValueError(f"chunk_size must be >= 0 or None, got {chunk_size}")
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"unknown inner optimizer {optimizer!r} (known: sgd, adam)")
     n = task_count(supports[0])
+    chunk = chunk_size or n
     theta = {k: v.detach() for k, v in params.items()}
+    adapted_parts: list[Params] = []
+    losses = []
     # No graph is needed: torch.func.grad still differentiates each step under no_grad.
     with torch.no_grad():
-        start = per_task(theta, n)
-        if optimizer == "sgd":
-            adapted = adapt(inner_loss, start, supports, inner_lr)
-        elif optimizer == "adam":
-            adapted = _adam_adapt(inner_loss, start, supports, inner_lr, adam_betas, adam_eps)
-        else:
-            raise ValueError(f"unknown inner optimizer {optimizer!r} (known: sgd, adam)")
-        loss = inner_loss(adapted, supports[-1]).mean()
-        direction = {k: theta[k] - adapted[k].mean(0) for k in theta}
+        for start in range(0, n, chunk):
+            part = [select_tasks(data, slice(start, start + chunk)) for data in supports]
+            begin = per_task(theta, task_count(part[0]))
+            if optimizer == "sgd":
+                adapted = adapt(inner_loss, begin, part, inner_lr)
+            else:
+                adapted = _adam_adapt(inner_loss, begin, part, inner_lr, adam_betas, adam_eps)
+            adapted_parts.append(adapted)
+            losses.append(inner_loss(adapted, part[-1]))
+        loss = torch.cat(losses).mean()
+        direction = {k: theta[k] - torch.cat([a[k] for a in adapted_parts]).mean(0)
+                     for k in theta}
     return loss, direction
 
 

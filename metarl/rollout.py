@@ -21,7 +21,8 @@ import torch
 from metarl.envs.base import Task, TaskVectorEnv
 from metarl.episodes import Episodes
 from metarl.guards import check_finite
-from metarl.policies import GaussianMLPPolicy, Params
+from metarl.linalg import Params
+from metarl.policies import GaussianMLPPolicy
 
 
 def rollout(

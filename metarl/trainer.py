@@ -394,13 +394,14 @@ class MetaLearner:
         c = self.config
         if c.learner == "reptile":
             loss, direction = reptile_direction(self.inner_loss, params, batch.supports,
-                                                c.inner_lr)
+                                                c.inner_lr, chunk_size=c.meta_grad_chunk)
             return loss, direction, {}
         if c.learner == "imaml":
             return imaml_gradient(
                 floored_surrogate_loss(self.policy), self.outer_loss, params,
                 anchored_batch(self.policy, params, batch.supports[0]), batch.query,
-                c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.prox_damping,
+                c.prox_lambda, c.inner_lr, c.inner_steps, c.imaml_cg_iters, c.prox_damping,
+                chunk_size=c.meta_grad_chunk,
             )
         loss, grads = meta_gradient(
             self.inner_loss, self.outer_loss, params, batch.supports, batch.query, c.inner_lr,

@@ -62,6 +62,7 @@ def test_config_is_frozen() -> None:
         ("outer_lr", -1e-3),
         ("max_kl", 0.0),
         ("cg_iters", 0),
+        ("imaml_cg_iters", 0),
         ("cg_damping", -1e-5),
         ("ls_backtrack", 0.0),
         ("ls_backtrack", 1.0),

@@ -13,8 +13,7 @@ from metarl.fewshot.evaluation import adaptation_kind, adaptation_scores, format
 from metarl.fewshot.models import mlp
 from metarl.fewshot.problems import SinusoidProblem, task_generator
 from metarl.fewshot.protonet import prototype_logits
-
-Params = dict[str, torch.Tensor]
+from metarl.linalg import Params
 
 
 def _by_hand(config: FewShotConfig, theta: Params, batch: Any, task: int, steps: int

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from metarl import imaml
-from metarl.imaml import batched_conjugate_gradient, imaml_gradient, proximal_adapt
+from metarl.imaml import imaml_gradient, proximal_adapt
 
 D, N, LAMBDA = 6, 4, 2.0
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -182,6 +182,34 @@ def test_tasks_are_solved_independently() -> None:
         assert torch.allclose(_vector(g), exact[i], atol=1e-10)
 
 
+def test_chunks_of_tasks_give_the_unchunked_gradient() -> None:
+    """``chunk_size`` tasks are solved at a time (5 tasks in chunks of 2, 2 and 1): the loss,
+    gradient and metrics are those of all tasks at once, and the closed form's."""
+    support, query, theta = _tasks(0, n=5), _tasks(1, n=5), _theta()
+    seen: list[int] = []
+
+    def counting(params: dict[str, torch.Tensor], data: Data) -> torch.Tensor:
+        seen.append(data[0].shape[0])
+        return _loss(params, data)
+
+    kwargs: dict[str, Any] = dict(prox_lambda=LAMBDA, inner_lr=_inner_lr(support),
+                                  inner_steps=400, cg_iters=3 * D, cg_tol=1e-28)
+    loss, grads, info = imaml_gradient(counting, counting, _params(theta), support, query,
+                                       chunk_size=2, **kwargs)
+    assert seen and max(seen) == 2 and min(seen) == 1
+    whole_loss, whole, whole_info = imaml_gradient(_loss, _loss, _params(theta), support, query,
+                                                   **kwargs)
+    assert torch.allclose(_vector(grads), _vector(whole), atol=1e-13, rtol=0)
+    assert torch.allclose(loss, whole_loss, atol=1e-13, rtol=0)
+    assert info.keys() == whole_info.keys()
+    for key in info:
+        assert info[key] == pytest.approx(whole_info[key], rel=1e-9, abs=1e-14), key
+    expected = _implicit_gradients(support, query, theta).mean(0)
+    assert torch.allclose(_vector(grads), expected, atol=1e-10)
+    assert torch.allclose(loss, _query_loss(_proximal_minimiser(support, theta), query),
+                          atol=1e-12)
+
+
 def test_no_graph_is_kept() -> None:
     """The inner loop differentiates nothing through its steps: the adapted parameters do not
     depend on theta in autograd's eyes, so no graph (whose size would grow with inner_steps)
@@ -229,36 +257,6 @@ def test_inner_loop_memory_does_not_grow_with_steps(monkeypatch: pytest.MonkeyPa
     assert len(seen) == 31 and max(seen) <= 2, seen
 
 
-def test_batched_conjugate_gradient_matches_solve() -> None:
-    g = torch.Generator().manual_seed(3)
-    m = torch.randn(5, 8, 8, generator=g, dtype=torch.float64)
-    a = m @ m.transpose(1, 2) + 0.1 * torch.eye(8, dtype=torch.float64)
-    a[0] = 3.0 * torch.eye(8, dtype=torch.float64)  # converges in one iteration
-    b = torch.randn(5, 8, generator=g, dtype=torch.float64)
-    result = batched_conjugate_gradient(lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, 40,
-                                        tol=1e-26)
-    assert torch.allclose(result.solution, torch.linalg.solve(a, b), atol=1e-9)
-    assert int(result.iterations[0]) == 1
-    assert int(result.iterations.max()) > 1
-    assert float(result.residual_norm.max()) < 1e-12
-
-
-def test_cg_stops_at_negative_curvature_keeping_its_last_iterate() -> None:
-    """Row 0 is positive definite and solved exactly; row 1, diag(1, -1) with b = (1, 0.1),
-    takes one positive-curvature step (b^T A b = 0.99) and then meets p^T A p < 0: it keeps
-    its first iterate (b^T b / b^T A b) b instead of stepping towards the saddle."""
-    a = torch.stack([torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)),
-                     torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))])
-    b = torch.tensor([[1.0, 1.0], [1.0, 0.1]], dtype=torch.float64)
-    with pytest.warns(RuntimeWarning, match="positive definite"):
-        result = batched_conjugate_gradient(lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, 10,
-                                            tol=1e-28)
-    assert torch.allclose(result.solution[0], torch.linalg.solve(a[0], b[0]), atol=1e-12)
-    first = (b[1] @ b[1]) / (b[1] @ a[1] @ b[1]) * b[1]
-    assert torch.allclose(result.solution[1], first, atol=1e-12)
-    assert result.iterations.tolist() == [2, 1]
-
-
 def test_indefinite_hessian_needs_damping() -> None:
     """A support Hessian with an eigenvalue below -lambda makes I + H / lambda indefinite;
     CG warns and stops before stepping along the negative curvature (here at once, answering
@@ -288,7 +286,7 @@ def test_indefinite_hessian_needs_damping() -> None:
 @pytest.mark.parametrize(
     "override",
     [{"prox_lambda": 0.0}, {"inner_lr": -1.0}, {"inner_steps": -1}, {"cg_iters": 0},
-     {"cg_damping": -0.1}, {"inner_tol": 0.0}],
+     {"cg_damping": -0.1}, {"inner_tol": 0.0}, {"chunk_size": -1}],
 )
 def test_bad_arguments_are_rejected(override: dict[str, float]) -> None:
     support, theta = _tasks(0), _theta()

@@ -1,9 +1,11 @@
+import pytest
 import torch
 
 from metarl.adaptation import per_task
 from metarl.episodes import StepBatch
 from metarl.estimators import reinforce_loss
 from metarl.linalg import (
+    batched_conjugate_gradient,
     conjugate_gradient,
     flatten,
     gauss_newton_vector_product,
@@ -34,6 +36,49 @@ def test_conjugate_gradient_stops_early_on_tolerance() -> None:
     result = conjugate_gradient(lambda v: a @ v, torch.ones(3, dtype=torch.float64), iters=10)
     assert result.iterations == 1  # one direction suffices for a multiple of the identity
     assert torch.allclose(result.solution, torch.full((3,), 0.5, dtype=torch.float64))
+
+
+def test_single_system_stops_at_negative_curvature_as_the_batched_solver() -> None:
+    """The one-system solver is the batched one (a batch of one): it has the guard too. For
+    A = diag(1, -1) and b = (1, 0.1) the first step has curvature b^T A b = 0.99 > 0, the second
+    direction meets p^T A p < 0, and CG keeps its first iterate (b^T b / b^T A b) b."""
+    a = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 0.1], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="positive definite"):
+        result = conjugate_gradient(lambda v: a @ v, b, iters=10, tol=1e-28)
+    first = (b @ b) / (b @ a @ b) * b
+    assert torch.allclose(result.solution, first, atol=1e-15)
+    assert result.iterations == 1
+
+
+def test_batched_conjugate_gradient_matches_solve() -> None:
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(5, 8, 8, generator=g, dtype=torch.float64)
+    a = m @ m.transpose(1, 2) + 0.1 * torch.eye(8, dtype=torch.float64)
+    a[0] = 3.0 * torch.eye(8, dtype=torch.float64)  # converges in one iteration
+    b = torch.randn(5, 8, generator=g, dtype=torch.float64)
+    result = batched_conjugate_gradient(lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, 40,
+                                        tol=1e-26)
+    assert torch.allclose(result.solution, torch.linalg.solve(a, b), atol=1e-9)
+    assert int(result.iterations[0]) == 1
+    assert int(result.iterations.max()) > 1
+    assert float(result.residual_norm.max()) < 1e-12
+
+
+def test_cg_stops_at_negative_curvature_keeping_its_last_iterate() -> None:
+    """Row 0 is positive definite and solved exactly; row 1, diag(1, -1) with b = (1, 0.1),
+    takes one positive-curvature step (b^T A b = 0.99) and then meets p^T A p < 0: it keeps
+    its first iterate (b^T b / b^T A b) b instead of stepping towards the saddle."""
+    a = torch.stack([torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)),
+                     torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))])
+    b = torch.tensor([[1.0, 1.0], [1.0, 0.1]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="positive definite"):
+        result = batched_conjugate_gradient(lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, 10,
+                                            tol=1e-28)
+    assert torch.allclose(result.solution[0], torch.linalg.solve(a[0], b[0]), atol=1e-12)
+    first = (b[1] @ b[1]) / (b[1] @ a[1] @ b[1]) * b[1]
+    assert torch.allclose(result.solution[1], first, atol=1e-12)
+    assert result.iterations.tolist() == [2, 1]
 
 
 def test_flatten_round_trip() -> None:

@@ -99,6 +99,34 @@ def test_nothing_keeps_a_graph() -> None:
         assert loss.grad_fn is None and direction["theta"].grad_fn is None
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_chunks_of_tasks_give_the_unchunked_direction(optimizer: str) -> None:
+    """``chunk_size`` tasks adapt at a time (5 tasks in chunks of 2, 2 and 1), and the direction
+    and loss are those of all tasks at once; with SGD, also the closed form above."""
+    a, centres, theta = _problem()
+    seen: list[int] = []
+
+    def counting(params: dict[str, torch.Tensor], centre: torch.Tensor) -> torch.Tensor:
+        seen.append(centre.shape[0])
+        return _loss(a)(params, centre)
+
+    k = 3
+    loss, direction = reptile_direction(counting, {"theta": theta}, [centres] * k, ALPHA,
+                                        optimizer, chunk_size=2)  # type: ignore[arg-type]
+    assert seen and max(seen) == 2 and min(seen) == 1
+    whole_loss, whole = reptile_direction(_loss(a), {"theta": theta}, [centres] * k, ALPHA,
+                                          optimizer)  # type: ignore[arg-type]
+    assert torch.allclose(direction["theta"], whole["theta"], atol=1e-14, rtol=0)
+    assert torch.allclose(loss, whole_loss, atol=1e-14, rtol=0)
+    if optimizer == "sgd":
+        contraction = torch.eye(D, dtype=torch.float64) - ALPHA * a
+        power = torch.linalg.matrix_power(contraction, k)
+        phi = centres + (theta - centres) @ power.T
+        assert torch.allclose(direction["theta"], (theta - phi).mean(0), atol=1e-14)
+        x = phi - centres
+        assert torch.allclose(loss, (0.5 * ((x @ a) * x).sum(-1)).mean(), atol=1e-14)
+
+
 def test_bad_arguments_are_rejected() -> None:
     a, centres, theta = _problem()
     with pytest.raises(ValueError, match="optimizer"):
@@ -108,3 +136,5 @@ def test_bad_arguments_are_rejected() -> None:
         reptile_direction(_loss(a), {"theta": theta}, [], ALPHA)
     with pytest.raises(ValueError, match="inner_lr"):
         reptile_direction(_loss(a), {"theta": theta}, [centres], 0.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        reptile_direction(_loss(a), {"theta": theta}, [centres], ALPHA, chunk_size=-1)

@@ -43,12 +43,12 @@ import pytest
 import torch
 
 from metarl.adaptation import per_task
+from metarl.linalg import Params
 from metarl.maml import meta_gradient
 from metarl.reptile import reptile_direction
 
 D, TASKS = 3, 8
 Data = tuple[torch.Tensor, torch.Tensor]
-Params = dict[str, torch.Tensor]
 ALPHAS = (0.01, 0.005, 0.0025)
 GAMMA = 0.1  # the quartic term's weight
 

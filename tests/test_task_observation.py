@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import metarl.envs  # noqa: F401  (registers the metarl/ environments)
-from metarl.envs import Task
+from metarl.config import TrainConfig
+from metarl.envs import Task, make_task_vector_env, sample_held_out_tasks
 from metarl.envs.task_observation import (
     TaskObservation,
     numeric_parameter_names,
     task_features,
 )
+from metarl.oracle import evaluate_oracle
 
 
 def test_navigation_goal_is_appended() -> None:
@@ -85,3 +88,62 @@ def test_passes_gymnasiums_checker_and_refuses_plain_envs() -> None:
               skip_render_check=True)
     with pytest.raises(ValueError, match="not a metarl TaskEnv"):
         TaskObservation(gymnasium.make("Pendulum-v1"))
+
+
+def _padded(rand_vec: Any, width: int = 6) -> np.ndarray:
+    values = np.asarray(rand_vec, dtype=np.float64)
+    return np.concatenate([values, np.zeros(width - values.size)])
+
+
+def test_meta_world_ml10_variations_share_one_zero_padded_slot() -> None:
+    """ML10's rand_vec has 6 entries for some classes and 3 for others: every task's
+    observation is 39 + 6 entries, a 3-entry vector followed by three zeros, whichever task
+    the wrapper starts on or draws; SB3's checker accepts it."""
+    pytest.importorskip("metaworld")
+    sb3_check_env = pytest.importorskip("stable_baselines3.common.env_checker").check_env
+    env = gymnasium.make("metarl/ML10-v3")
+    benchmark = env.unwrapped.benchmark  # type: ignore[attr-defined]
+    short = next(t for t in benchmark.tasks["train"] if len(t["rand_vec"]) == 3)
+    long = next(t for t in benchmark.tasks["train"] if len(t["rand_vec"]) == 6)
+    short_test = next(t for t in benchmark.tasks["test"] if len(t["rand_vec"]) == 3)
+    env.unwrapped.set_task(short)  # type: ignore[attr-defined]
+    wrapped = TaskObservation(env)  # built on a 3-entry task: the slot is still 6 wide
+    assert wrapped.observation_space.shape == (45,)
+    for task in (short, long, short_test):
+        env.unwrapped.set_task(task)  # type: ignore[attr-defined]
+        obs, _ = wrapped.reset(seed=0)
+        assert obs.shape == (45,) and wrapped.observation_space.contains(obs)
+        np.testing.assert_array_equal(obs[39:], _padded(task["rand_vec"]))
+        obs, *_ = wrapped.step(np.zeros(4))
+        np.testing.assert_array_equal(obs[39:], _padded(task["rand_vec"]))
+    resampled = TaskObservation(gymnasium.make("metarl/ML10-v3"), resample=True, seed=0)
+    widths = set()
+    for seed in range(12):
+        obs, _ = resampled.reset(seed=seed)
+        task = resampled.task_env.task
+        widths.add(len(task["rand_vec"]))
+        assert resampled.observation_space.contains(obs)
+        np.testing.assert_array_equal(obs[39:], _padded(task["rand_vec"]))
+    assert widths == {3, 6}
+    sb3_check_env(resampled, warn=True)
+
+
+def test_oracle_evaluation_reveals_ml10_tasks_as_the_wrapper_does() -> None:
+    """``metarl compare``'s oracle evaluation builds the same padded observations on ML10's
+    held-out tasks (3- and 6-entry vectors alike) that PPO trained on."""
+    pytest.importorskip("metaworld")
+    seen: list[np.ndarray] = []
+
+    class Recorder:
+        def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, Any]:
+            seen.append(obs.copy())
+            return np.zeros((obs.shape[0], 4), np.float32), None
+
+    config = TrainConfig(env_id="metarl/ML10-v3", horizon=2)
+    evaluate_oracle(config, Recorder(), tasks=6, episodes=1, seed=0)
+    env = make_task_vector_env(config.env_id, 1)
+    held_out = sample_held_out_tasks(env, 6, np.random.default_rng(0))
+    assert {len(t["rand_vec"]) for t in held_out} == {3, 6}
+    expected = np.stack([_padded(t["rand_vec"]) for t in held_out]).astype(np.float32)
+    assert seen and all(obs.shape == (6, 45) for obs in seen)
+    np.testing.assert_array_equal(seen[0][:, 39:], expected)

@@ -32,8 +32,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from metarl.autometa.space import CELL_INPUTS, Cell, unused_blocks
+from metarl.linalg import Params
 
-Params = dict[str, Tensor]
 BN_EPS = 1e-5
 SEPARABLE = {"sep3": 3, "sep5": 5}
 

@@ -23,8 +23,7 @@ from metarl.config import ConfigError
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.omniglot import FewShotBatch, OmniglotData
 from metarl.fewshot.problems import EVAL_CHUNK, Role, omniglot_samplers
-
-Params = dict[str, Tensor]
+from metarl.linalg import Params
 
 
 class CellProblem:

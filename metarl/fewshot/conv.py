@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-Params = dict[str, Tensor]
+from metarl.linalg import Params
+
 Pool = Literal["max", "stride"]
 PerTaskMode = Literal["grouped", "vmap", "loop"]
 

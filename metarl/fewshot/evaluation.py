@@ -37,9 +37,9 @@ from metarl.fewshot.learners import REPTILE_ADAM_BETAS
 from metarl.fewshot.problems import Problem, Role, build_problem, task_generator
 from metarl.fewshot.protonet import protonet_logits
 from metarl.imaml import proximal_iterates
+from metarl.linalg import Params
 from metarl.outer import adam_init, adam_step
 
-Params = dict[str, Tensor]
 CHECKPOINTS = ("best", "last")
 
 

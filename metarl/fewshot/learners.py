@@ -35,11 +35,11 @@ from metarl.fewshot.protonet import protonet_logits
 from metarl.fewshot.supervised import mixture_loss
 from metarl.guards import check_finite
 from metarl.imaml import imaml_gradient
+from metarl.linalg import Params
 from metarl.maml import meta_gradient
 from metarl.outer import AdamState, adam_init, adam_step
 from metarl.reptile import InnerOptimizer, reptile_direction
 
-Params = dict[str, Tensor]
 REPTILE_ADAM_BETAS = (0.0, 0.999)  # Nichol et al.'s inner Adam: no first-moment averaging
 
 

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-Params = dict[str, Tensor]
+from metarl.linalg import Params
+
 Activation = Literal["relu", "tanh"]
 Field = Literal["support", "query"]
 

@@ -126,11 +126,6 @@ def _load_cached(root: Path, image_size: int) -> OmniglotData:
     return OmniglotData(images, root, layout, n_background=parts[0].shape[0])
 
 
-def clear_cache() -> None:
-    """Forget the images ``load_omniglot`` holds in memory."""
-    _load_cached.cache_clear()
-
-
 def _read_npz(stem: Path) -> np.ndarray:
     path = stem.with_suffix(".npz")
     with np.load(path, allow_pickle=False) as archive:

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from metarl.fewshot.conv import ConvNet, PerTaskMode, Pool, conv4
 from metarl.fewshot.omniglot import FewShotBatch
+from metarl.linalg import Params
 
-Params = dict[str, Tensor]
 Field = Literal["support", "query"]
 
 

@@ -35,8 +35,8 @@ from metarl.fewshot.omniglot import (
 from metarl.fewshot.omniglot_training import accuracy, cross_entropy_loss, initial_conv_params
 from metarl.fewshot.sinusoid import SinusoidBatch, SinusoidTasks
 from metarl.fewshot.supervised import initial_params as initial_mlp_params
+from metarl.linalg import Params
 
-Params = dict[str, Tensor]
 Role = Literal["train", "val", "test"]
 STREAMS: dict[Role, int] = {"train": 0, "val": 1, "test": 2}
 EVAL_CHUNK = {"sinusoid": 1000, "omniglot": 20}  # tasks evaluated at once (bounds memory)

@@ -26,8 +26,7 @@ from torch.nn import functional as F
 
 from metarl.fewshot.conv import Pool, conv4
 from metarl.fewshot.omniglot import FewShotBatch
-
-Params = dict[str, Tensor]
+from metarl.linalg import Params
 
 
 def prototypes(embeddings: Tensor, labels: Tensor, ways: int) -> Tensor:

@@ -16,8 +16,7 @@ from torch import Tensor
 
 from metarl.fewshot.models import MLP, Activation, mlp
 from metarl.fewshot.sinusoid import SinusoidBatch
-
-Params = dict[str, Tensor]
+from metarl.linalg import Params
 
 
 def initial_params(seed: int = 0, hidden_sizes: Sequence[int] = (40, 40),

@@ -37,8 +37,8 @@ def _fresh(*args: str, code: int = 1, text: str, files: dict[str, str] | None = 
 OUT_OF_RANGE = [
     *[(name, "0", ">= 1") for name in (
         "iterations", "meta_batch_size", "horizon", "inner_steps", "promp_steps", "cg_iters",
-        "ls_max_steps", "ray_workers", "log_interval", "checkpoint_interval", "eval_tasks",
-        "eval_episodes")],
+        "imaml_cg_iters", "ls_max_steps", "ray_workers", "log_interval", "checkpoint_interval",
+        "eval_tasks", "eval_episodes")],
     ("episodes_per_task", "-1", ">= 1"),
     *[(name, "-1", ">= 0") for name in (
         "seed", "torch_threads", "meta_grad_chunk", "video_interval", "eval_steps")],

@@ -4,8 +4,11 @@ or a silently wrong number, and leaves the run directory byte-for-byte as it was
 
 from __future__ import annotations
 
+import io
 import random
 import shutil
+import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,26 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny: list[str]) -> P
     return run
 
 
-def _flip(position: float) -> Callable[[bytes], bytes]:
-    def damage(data: bytes) -> bytes:
-        at = int(position * (len(data) - 1))
-        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+def _flip_at(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
 
-    return damage
+
+def _flip(position: float) -> Callable[[bytes], bytes]:
+    return lambda data: _flip_at(data, int(position * (len(data) - 1)))
+
+
+def _flip_tensor_data(data: bytes) -> bytes:
+    """Flip the middle byte of the largest tensor's storage (a ``data/`` entry of torch's zip,
+    stored uncompressed). A fixed fraction of the file lands, as the payload's size changes,
+    in a local header's alignment padding, which no reader looks at."""
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    entry = max((info for info in archive.infolist() if "/data/" in info.filename),
+                key=lambda info: info.file_size)
+    assert entry.compress_type == zipfile.ZIP_STORED
+    header = entry.header_offset
+    name_length, extra_length = struct.unpack("<HH", data[header + 26:header + 30])
+    start = header + 30 + name_length + extra_length
+    return _flip_at(data, start + entry.file_size // 2)
 
 
 def _flip_tensor_data(data: bytes) -> bytes:
@@ -69,8 +86,6 @@ def _wrong_content(change: Callable[[dict[str, Any]], Any]) -> Callable[[bytes],
     """A well-formed torch file whose content ``change`` altered (saved without a digest)."""
 
     def damage(data: bytes) -> bytes:
-        import io
-
         payload = torch.load(io.BytesIO(data), weights_only=True)
         del payload[DIGEST_KEY]
         out = io.BytesIO()
