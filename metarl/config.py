@@ -104,7 +104,8 @@ class TrainConfig:
             the KL of pi_theta on the support states is added to the adapted policies' KL, in
             the curvature and in the line search's check (as ProMP penalises it, Rothfuss et
             al. 2018, arXiv:1810.06784). Without it the exact curvature lets theta move far in
-            directions the adapted policies barely see (see docs/learners.md).
+            directions the adapted policies barely see (see docs/learners.md). The pretrained
+            baseline does not adapt, so its trust region is its own policy's KL either way.
         fvp_fraction: fraction of the query steps on which TRPO measures its curvature (the
             Fisher-vector products); the adaptation inside them uses all support steps.
         fvp_task_fraction: fraction of the meta-batch's tasks on which TRPO measures its

@@ -327,7 +327,7 @@ class MetaLearner:
                 c.first_order_meta_gradient, c.cg_damping,
             )
             trust_region: Callable[[Params], tuple[Tensor, Tensor]] = loss_and_kl
-            if c.trpo_pre_update_kl:
+            if c.trpo_pre_update_kl and batch.supports:  # the pretrained baseline has none
                 fisher, trust_region = self._with_pre_update_kl(state.params, batch,
                                                                 curvature_batch, fisher)
             result = trpo_step(
