@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from metarl.cli import main, resolve_config_path, split_overrides
-from metarl.config import TrainConfig
+from metarl.config import TrainConfig, load_config
 
 PRESET = Path(__file__).resolve().parent.parent / "experiments" / "navigation2d.yaml"
 
@@ -157,7 +157,8 @@ def test_train_passes_overrides_and_run_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]
 ) -> None:
     run_dir = tmp_path / "run"
-    argv = ["train", "--meta-batch-size", "10", "navigation2d.yaml", "--run-dir", str(run_dir)]
+    argv = ["train", "--meta-batch-size", "10", "navigation2d_peers.yaml", "--run-dir",
+            str(run_dir)]
     argv += ["--hidden-sizes", "[32,32]", "--first-order=true", "--outer_lr", "1e-4"]
     assert main([*argv, "--no-progress"]) == 0
     [(args, kwargs)] = fakes["train"]
@@ -205,7 +206,7 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
 def test_bench_prints_json(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
     assert main(["bench", "--iterations", "2", "--horizon", "20"]) == 0
     [(args, kwargs)] = fakes["bench"]
-    assert args == (TrainConfig(horizon=20),)
+    assert args == (load_config(PRESET, {"horizon": "20"}),)  # the default preset's config
     assert kwargs == {"iterations": 2, "repeats": 3}
     assert json.loads(capsys.readouterr().out) == {"iteration_s": 0.5}
 

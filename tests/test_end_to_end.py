@@ -59,7 +59,7 @@ def test_train_then_eval_writes_the_promised_files(tmp_path: Path) -> None:
     assert result["metric"] == "return" and result["steps"] == [0, 1, 2]
     assert result["tasks"] == 4 and len(result["mean"]) == len(result["ci95"]) == 3
     assert len(result["per_task"]) == 4 and len(result["per_task"][0]) == 3
-    assert result["step_sizes"] == [0.1, 0.05]
+    assert result["step_sizes"] == [0.5, 0.25]  # the preset's inner step, then half
     assert (run / "eval_trajectories.png").stat().st_size > 1000
 
 

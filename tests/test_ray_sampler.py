@@ -226,7 +226,8 @@ def test_navigation_runs_equal_the_local_backend(pools: Pools) -> None:
 
 
 def _local_sample(config: TrainConfig, seed: int) -> tuple[Any, Any, Any, SampledEpisodes]:
-    env = make_task_vector_env(config.env_id, config.meta_batch_size * config.episodes_per_task)
+    env = make_task_vector_env(config.env_id, config.meta_batch_size * config.episodes_per_task,
+                               config.physics, action_space=config.action_space)
     worker = ShardSampler(config)
     rng = np.random.default_rng(seed)
     tasks = env.sample_tasks(config.meta_batch_size, rng)

@@ -59,7 +59,7 @@ def _restore_gl_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("video") / "run"
-    code = main(["train", "navigation2d", "--run-dir", str(run_dir), "--iterations", "1",
+    code = main(["train", "navigation2d_peers", "--run-dir", str(run_dir), "--iterations", "1",
                  "--meta-batch-size", "2", "--episodes-per-task", "2", "--horizon", str(HORIZON),
                  "--torch-threads", "1", "--no-progress"])
     assert code == 0

@@ -50,6 +50,7 @@ OUT_OF_RANGE = [
     ("max_minutes", "-1", "finite and >= 0"), ("max_minutes", ".inf", "finite"),
     ("ls_backtrack", "1", "in (0, 1)"), ("ls_backtrack", "0", "in (0, 1)"),
     ("fvp_fraction", "0", "in (0, 1]"), ("fvp_fraction", "1.5", "in (0, 1]"),
+    ("fvp_task_fraction", "0", "in (0, 1]"), ("fvp_task_fraction", "1.5", "in (0, 1]"),
     ("gamma", "1.01", "in [0, 1]"), ("gae_lambda", "-0.1", "in [0, 1]"),
     ("init_log_std", ".nan", "finite"), ("init_log_std", "-.inf", "finite"),
     ("hidden_sizes", "[64, 0]", "a list of integers >= 1"),
