@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import signal
 import sys
@@ -313,8 +314,11 @@ def resolve_config_path(spec: str) -> Path:
             f"config {spec!r} is not a file, and no experiments/ folder of presets was found "
             f"at {experiments}"
         )
-    presets = ", ".join(sorted(p.stem for p in experiments.glob("*.yaml"))) or "none"
-    raise ConfigError(f"config {spec!r} is neither a file nor a preset (presets: {presets})")
+    names = sorted(p.stem for p in experiments.glob("*.yaml"))
+    close = difflib.get_close_matches(Path(name).stem, names, n=3)
+    hint = (f"did you mean {' or '.join(close)}?" if close
+            else f"the presets are the YAML files in {experiments}")
+    raise ConfigError(f"config {spec!r} is neither a file nor a preset; {hint}")
 
 
 def _load(spec: str, overrides: dict[str, str]) -> tuple[Path, TrainConfig | FewShotConfig]:

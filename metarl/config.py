@@ -7,6 +7,7 @@ the presets in `experiments/` are YAML files holding its fields.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -405,7 +406,9 @@ def known_fields(cls: type, data: Mapping[str, object]) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ConfigError(f"config field names must be strings, got {key!r}")
         if key not in known:
-            raise ConfigError(f"unknown config field {key!r} (known: {', '.join(known)})")
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+            raise ConfigError(f"unknown config field {key!r}; {hint}")
     return dict(data)
 
 

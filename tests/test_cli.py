@@ -91,7 +91,7 @@ def test_missing_config_file(
 
 def test_unknown_preset(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:
     assert main(["bench", "no-such-preset"]) == 1
-    _assert_one_error_line(capsys, "navigation2d")
+    _assert_one_error_line(capsys, "the presets are the YAML files in")
 
 
 def test_corrupt_yaml_file(
@@ -201,6 +201,13 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
         "checkpoint": "last",
         "progress": True,
     }
+
+
+def test_a_misspelt_preset_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "navigaton2d", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "did you mean navigation2d or navigation2d_peers?" in err
 
 
 def test_bench_prints_json(capsys: pytest.CaptureFixture[str], fakes: dict[str, Any]) -> None:

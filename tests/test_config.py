@@ -124,9 +124,15 @@ def test_numbers_and_lists_are_normalised() -> None:
 
 
 def test_unknown_field_is_rejected_on_one_line() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown config field 'foo' \(known: env_id, ") as info:
+    with pytest.raises(ConfigError, match=r"^unknown config field 'foo'; known: env_id, ") as info:
         TrainConfig.from_dict({"foo": 1})
     assert "\n" not in str(info.value)
+
+
+def test_a_misspelt_field_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"^unknown config field 'hiden_sizes'; did you mean "
+                                          r"'hidden_sizes'\?$"):
+        TrainConfig.from_dict({"hiden_sizes": [8]})
 
 
 @pytest.mark.parametrize(
