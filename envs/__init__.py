@@ -15,6 +15,7 @@ arguments of ``gymnasium.make`` that match ``make_task_vector_env``'s settings.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,8 +100,10 @@ def env_kwargs(env_id: str, physics: str = "peers", action_space: str = "env") -
     ``gymnasium.make`` for a single environment that matches ``make_task_vector_env(env_id, n,
     physics, action_space=action_space)``."""
     if env_id not in _ENVS:
-        known = ", ".join(registered_env_ids())
-        raise ValueError(f"unknown environment id {env_id!r} (known: {known})")
+        close = difflib.get_close_matches(env_id, registered_env_ids(), n=3, cutoff=0.8)
+        hint = (f"did you mean {' or '.join(close)}?" if close else
+                "the task families are listed in docs/environments.md")
+        raise ValueError(f"unknown environment id {env_id!r}; {hint}")
     check_action_space(action_space)
     kwargs: dict[str, Any] = {"physics": physics} if _ENVS[env_id].has_physics else {}
     return {**kwargs, "action_space": action_space}

@@ -89,3 +89,9 @@ def test_wrong_or_non_finite_actions_are_rejected() -> None:
     vector.reset()
     with pytest.raises(ValueError, match=r"expected \(2, 2\)"):
         vector.step(np.zeros((3, 2)))
+
+
+def test_a_misspelt_env_id_gets_a_suggestion() -> None:
+    with pytest.raises(ValueError, match=r"^unknown environment id 'metarl/Navigaton2D-v0'; "
+                                         r"did you mean metarl/Navigation2D-v0\?$"):
+        make_task_vector_env("metarl/Navigaton2D-v0", 1)
