@@ -334,12 +334,14 @@ class MetaLearner:
                 state.params, gradient, loss.item(), fisher, trust_region,
                 c.max_kl, c.cg_iters, c.ls_backtrack, c.ls_max_steps,
             )
-            with torch.no_grad():
-                _, kl = loss_and_kl(result.params)
+            post_update_kl = result.kl
+            if trust_region is not loss_and_kl:  # result.kl includes the pre-update term
+                with torch.no_grad():
+                    post_update_kl = loss_and_kl(result.params)[1].item()
             metrics.update({
                 "outer/surrogate_before": result.loss_before,
                 "outer/surrogate_after": result.loss_after,
-                "outer/kl": kl.item(),
+                "outer/kl": post_update_kl,
                 "outer/trust_region_kl": result.kl,
                 "outer/ls_steps": float(result.line_search_steps),
                 "outer/accepted": float(result.accepted),
