@@ -160,6 +160,8 @@ def render_class(module_name: str, class_name: str, summary: str) -> str:
     cls = getattr(module, class_name)
     descriptions = field_descriptions(cls)
     requirements = field_requirements(module, cls)
+    if class_name == "TrainConfig":  # the registries are the only lists of these names
+        requirements.update(registry_requirements())
     hints = get_type_hints(cls)
     lines = [
         f"## {class_name}",
@@ -177,6 +179,15 @@ def render_class(module_name: str, class_name: str, summary: str) -> str:
             f"| {_cell(allowed)} | {_cell(meaning)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def registry_requirements() -> dict[str, list[str]]:
+    """The RL config's learner and outer step: the names registered in ``metarl.rl``."""
+    from metarl.rl.learners import LEARNERS
+    from metarl.rl.outer_steps import OUTER_STEPS
+
+    return {name: ["one of " + ", ".join(repr(key) for key in registry)]
+            for name, registry in (("learner", LEARNERS), ("outer", OUTER_STEPS))}
 
 
 def render() -> str:

@@ -247,12 +247,13 @@ class MetaWorldEnv(TaskEnv[np.ndarray, np.ndarray]):
 
     @property
     def mujoco_renderer(self) -> Any:
-        """The Meta-World environment's renderer (for ``metarl.video``'s GL context switching)."""
+        """The Meta-World environment's renderer (for the GL context switching of
+        ``metarl.rl.video``)."""
         return self._inner.mujoco_renderer
 
     @property
     def model(self) -> Any:
-        """The Meta-World environment's ``MjModel`` (for ``metarl.video``'s render settings)."""
+        """The Meta-World environment's ``MjModel`` (for ``metarl.rl.video``'s render settings)."""
         return self._inner.model
 
     def reset(

@@ -41,8 +41,8 @@ import torch
 
 from metarl.cli import resolve_config_path, split_overrides
 from metarl.config import load_config
-from metarl.plots import plot_returns_vs_steps
-from metarl.trainer import MetaLearner
+from metarl.rl.meta_learner import MetaLearner
+from metarl.run.plots import plot_returns_vs_steps
 
 # name -> config overrides; hyperparameters beyond the preset's are this script's choices
 LEARNERS: dict[str, list[str]] = {

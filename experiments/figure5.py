@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarl.atomic_write import write_json, write_text
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import resolve_config_path
 from metarl.config import load_config
+from metarl.run.atomic_write import write_json, write_text
+from metarl.run.checkpoint import load_checkpoint
 
 # The paper's returns after 0..3 gradient steps, per benchmark and method.
 PAPER: dict[str, dict[str, list[float]]] = {

@@ -10,7 +10,7 @@ and reports environment steps per second, the median of ``--repeats`` timings af
 warm-up; the backends are timed in turns, one sampling each per round, so that other work on
 the machine weighs on all of them alike:
 
-- ``local_1_thread`` / ``local_2_threads``: the local backend (``metarl.trainer.sample_episodes``
+- ``local_1_thread`` / ``local_2_threads``: the local backend (``metarl.rl.trainer.sample_episodes``
   on one batched simulator for all tasks), torch and simulator limited to 1 or 2 threads;
 - ``ray_1_worker`` / ``ray_2_workers``: ``RaySampler`` with 1 or 2 actors of one CPU each on a
   local Ray (both pools up at once, so Ray counts 3 logical CPUs; only one pool works at a
@@ -52,19 +52,15 @@ import numpy as np
 import torch
 
 from metarl.config import load_config
+from metarl.core.maml import MetaBatch
 from metarl.envs import make_task_vector_env
-from metarl.estimators import inner_loss_for
-from metarl.maml import MetaBatch
-from metarl.ray_sampler import RaySampler, import_ray
-from metarl.rollout import draw_task_seeds
-from metarl.trainer import (
-    MetaLearner,
-    SampledEpisodes,
-    advantages_batch,
-    build_policy,
-    sample_episodes,
-    support_rollouts,
-)
+from metarl.rl.advantages import advantages_batch
+from metarl.rl.learners import build_learner
+from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.policy import build_policy
+from metarl.rl.ray_sampler import RaySampler, import_ray
+from metarl.rl.rollout import draw_task_seeds
+from metarl.rl.sampling import SampledEpisodes, sample_episodes
 
 EXPERIMENTS = Path(__file__).resolve().parent
 MODEL_CORES = (8, 32, 128)
@@ -96,10 +92,11 @@ def measure_preset(ray: Any, preset: str, repeats: int, workers: list[int],
     probe = make_task_vector_env(config.env_id, b, config.physics, threads=1,
                                  action_space=config.action_space)
     tasks = probe.sample_tasks(n, rng)
-    seeds = [draw_task_seeds(rng, n) for _ in range(support_rollouts(config) + 1)]
     torch.manual_seed(0)
     policy = build_policy(config, probe.obs_dim, probe.act_dim)
-    inner_loss = inner_loss_for(policy, config.estimator, b)
+    sampling_learner = build_learner(config, policy)
+    seeds = [draw_task_seeds(rng, n)
+             for _ in range(sampling_learner.support_rollouts() + 1)]
     params = policy.initial_params()
     out: dict[str, Any] = {"preset": preset, "env_id": config.env_id, "tasks": n,
                            "episodes_per_task": b, "horizon": config.horizon,
@@ -116,7 +113,8 @@ def measure_preset(ray: Any, preset: str, repeats: int, workers: list[int],
         def local(env: Any = env, threads: int = threads) -> SampledEpisodes:
             torch.set_num_threads(threads)
             try:
-                return sample_episodes(env, policy, inner_loss, config, params, tasks, seeds)
+                return sample_episodes(env, policy, sampling_learner, config, params, tasks,
+                                       seeds)
             finally:
                 torch.set_num_threads(1)
 
@@ -175,7 +173,7 @@ def measure_preset(ray: Any, preset: str, repeats: int, workers: list[int],
 
     def learner_side() -> Any:
         supports = [advantages_batch(e, config) for e in sampled.supports]
-        batch = MetaBatch(supports, learner._query_batch(sampled.adapted, sampled.query))
+        batch = MetaBatch(supports, learner.query_batch(sampled.adapted, sampled.query))
         return learner.update(state, batch)
 
     serial, serial_times, _ = median_time(learner_side, repeats)

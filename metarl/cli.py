@@ -26,7 +26,7 @@ from typing import NoReturn
 import yaml
 
 from metarl import __version__
-from metarl.config import ConfigError, TrainConfig, load_config
+from metarl.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from metarl.fewshot.config import (
     FewShotConfig,
     fewshot_field_names,
@@ -240,7 +240,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
     compare.add_argument(
         "--oracle-timesteps",
         type=_count(1),
-        help="PPO environment steps of the oracle (default: metarl.oracle's per-family budget)",
+        help="PPO environment steps of the oracle (default: metarl.rl.oracle's per-family budget)",
     )
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -253,10 +253,19 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         allow_abbrev=False,
     )
     search.add_argument("config", metavar="CONFIG", help="search YAML file or preset name")
-    search.add_argument("--out", type=Path, help="output folder (default: runs/<config>)")
+    search.add_argument("--out", "--run-dir", dest="out", type=Path,
+                        help="output folder (default: runs/<config>); --run-dir as in train")
     search.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    presets = commands.add_parser(
+        "presets",
+        help="list the presets in experiments/",
+        description="List the presets in experiments/ with their kind (rl, few-shot, search) "
+        "and the first line of their comment.",
+        allow_abbrev=False,
+    )
     return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video,
-                    "compare": compare, "search": search}
+                    "compare": compare, "search": search, "presets": presets}
 
 
 def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -349,7 +358,7 @@ def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
         train_fewshot(config, run_dir, progress=not args.no_progress)
     else:
-        from metarl.trainer import train
+        from metarl.rl.trainer import train
 
         train(config, run_dir, progress=not args.no_progress)
     print(f"run directory: {run_dir}")
@@ -370,7 +379,7 @@ def _resume(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
         train_fewshot(config, run_dir, progress=not args.no_progress, resume=True)
     else:
-        from metarl.trainer import train
+        from metarl.rl.trainer import train
 
         train(config, run_dir, progress=not args.no_progress, resume=True)
     print(f"run directory: {run_dir}")
@@ -390,7 +399,7 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                              checkpoint=args.checkpoint, progress=not args.no_progress)
         return 0
 
-    from metarl.evaluation import evaluate_run
+    from metarl.rl.evaluation import evaluate_run
 
     evaluate_run(
         run_dir,
@@ -411,11 +420,11 @@ def _bench(args: argparse.Namespace, overrides: dict[str, str]) -> int:
                           "holds its seconds per iteration")
 
     if args.throughput:
-        from metarl.throughput import run_throughput
+        from metarl.rl.throughput import run_throughput
 
         result = run_throughput(config, async_envs=args.async_envs)
     else:
-        from metarl.bench import run_bench
+        from metarl.rl.bench import run_bench
 
         result = run_bench(config, iterations=args.iterations, repeats=args.repeats)
     print(json.dumps(result, indent=2))
@@ -429,7 +438,7 @@ def _video(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if is_fewshot_config(run_dir / "config.yaml"):
         raise ConfigError("metarl video films RL policies; this is a supervised few-shot run")
 
-    from metarl.video import record_video
+    from metarl.rl.video import record_video
 
     path = record_video(
         run_dir,
@@ -454,8 +463,12 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
+    if is_fewshot_config(run_dir / "config.yaml"):
+        raise ConfigError(f"{run_dir} is a supervised few-shot run; metarl compare takes RL "
+                          "runs (its baselines are in the few-shot presets: *_pretrained, "
+                          "*_scratch)")
 
-    from metarl.compare import compare_run, parse_baselines
+    from metarl.rl.compare import compare_run, parse_baselines
 
     compare_run(
         run_dir,
@@ -488,6 +501,27 @@ def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def _presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    experiments = _experiments_dir()
+    if not experiments.is_dir():
+        raise ConfigError(f"no experiments/ folder of presets at {experiments}")
+    rows = []
+    for path in sorted(experiments.glob("*.yaml")):
+        fields = read_yaml_mapping(path)
+        kind = ("few-shot" if "problem" in fields
+                else "search" if "operators" in fields or "max_blocks" in fields else "rl")
+        comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                        if line.startswith("#") and line.lstrip("# ").strip()), "")
+        rows.append((path.stem, kind, comment))
+    width = max(len(name) for name, _, _ in rows)
+    for name, kind, comment in rows:
+        shown = comment if len(comment) <= 80 else comment[:77] + "..."
+        print(f"{name:<{width}}  {kind:<8}  {shown}")
+    print(f"\nmetarl train PRESET (rl, few-shot) or metarl search PRESET (search); "
+          f"the files are in {experiments}")
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "train": _train,
     "eval": _eval,
@@ -495,6 +529,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "video": _video,
     "compare": _compare,
     "search": _search,
+    "presets": _presets,
 }
 
 
@@ -506,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `metarl` command with `argv` (default: `sys.argv[1:]`); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = _build_parser()
+    if not args:  # bare `metarl`: what it can do
+        print(parser.format_help())
+        return 2
     try:
         # The subcommand is the first argument that is not a top-level flag.
         position = next((i for i, arg in enumerate(args) if not arg.startswith("-")), len(args))
@@ -530,8 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as error:
         _report(str(error))
         return 2
-    except KeyboardInterrupt:
-        _report("interrupted")
+    except KeyboardInterrupt as interrupt:  # a run's says where it stopped and how to resume
+        _report(str(interrupt) or "interrupted")
         return 130
     except (ValueError, OSError, yaml.YAMLError) as error:
         # ConfigError is a ValueError and FileNotFoundError an OSError.

@@ -19,7 +19,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from metarl.atomic_write import write_text
+from metarl.run.atomic_write import write_text
 
 __all__ = [
     "ConfigError",
@@ -83,7 +83,7 @@ class TrainConfig:
             this field existed, cg_iters set them: its default keeps that behaviour).
         estimator: meta-gradient estimator of the inner loss: "maml" (the original MAML-RL
             surrogate), "lvc" (ProMP's low-variance curvature) or "dice" (unbiased); see
-            metarl.estimators.
+            metarl.core.estimators.
         outer: outer step: "trpo"; "adam" (one Adam step on the query surrogate, the REINFORCE
             outer step); "sgd" (one plain gradient step of rate outer_lr); or "promp" (ProMP:
             promp_steps Adam steps on the clipped surrogate with a KL penalty on the pre-update
@@ -125,7 +125,7 @@ class TrainConfig:
         sampler: where support and query episodes are sampled: "local" (this process's batched
             simulator) or "ray" (the meta-batch's tasks split over Ray actors, each running its
             tasks' rollouts and sampling-time adaptation; the same episodes as "local", see
-            metarl.ray_sampler). "ray" needs the extra: pip install -e ".[ray]".
+            metarl.rl.ray_sampler). "ray" needs the extra: pip install -e ".[ray]".
         ray_workers: Ray actors sampling in parallel (sampler "ray"), one CPU each.
         ray_address: address of the Ray cluster to join (sampler "ray"), e.g. "10.0.0.5:6379"
             or "auto"; "" starts a local Ray on this machine (or joins $RAY_ADDRESS if set).
@@ -138,7 +138,7 @@ class TrainConfig:
             0 means no budget. The iteration count then depends on the machine's speed.
         rollout_timeout_s: seconds the sampling of one meta-iteration may take; a sampler that
             stalls longer stops the run with a one-line error, keeping the last checkpoint
-            (metarl.watchdog). Generous by default; 0 disables the limit.
+            (metarl.run.watchdog). Generous by default; 0 disables the limit.
         video_interval: iterations between two policy videos (before and after one inner step
             on two held-out tasks) written to videos/ and TensorBoard; 0 records none.
         eval_tasks: held-out tasks that `metarl eval` uses unless told otherwise.
@@ -247,33 +247,13 @@ class TrainConfig:
             "a list of integers >= 1",
         )
         _require(self, "activation", self.activation in _ACTIVATIONS, _one_of(_ACTIVATIONS))
-        _require(self, "outer", self.outer in _OUTERS, _one_of(_OUTERS))
         _require(self, "physics", self.physics in _PHYSICS, _one_of(_PHYSICS))
         _require(self, "action_space", self.action_space in _ACTION_SPACES,
                  _one_of(_ACTION_SPACES))
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
-        _require(self, "learner", self.learner in _LEARNERS, _one_of(_LEARNERS))
         _require(self, "sampler", self.sampler in _SAMPLERS, _one_of(_SAMPLERS))
         _require(self, "prox_lambda", self.prox_lambda > 0, "> 0")
         _require(self, "prox_damping", self.prox_damping >= 0, ">= 0")
-        self._check_combination()
-
-    def _check_combination(self) -> None:
-        """Reject (learner, outer, estimator, first_order) combinations that mean nothing."""
-        unrolled = self.learner in ("maml", "fomaml")
-        problems = []
-        if self.learner == "pretrained" and self.outer == "promp":
-            problems.append("learner pretrained takes outer trpo, adam or sgd, not promp")
-        elif not unrolled and self.learner != "pretrained" and self.outer not in ("adam", "sgd"):
-            problems.append(f"learner {self.learner} takes outer adam or sgd, not {self.outer}")
-        if self.estimator != "maml" and not (self.learner == "maml" and not self.first_order):
-            problems.append(f"estimator {self.estimator} shapes second-order terms, which "
-                            f"learner {self.learner}{' with first_order' * self.first_order} "
-                            "does not use")
-        if self.first_order and self.learner not in ("maml", "fomaml"):
-            problems.append(f"first_order applies to maml only, not learner {self.learner}")
-        if problems:
-            raise ConfigError("invalid combination: " + "; ".join(problems))
 
     @property
     def first_order_meta_gradient(self) -> bool:
@@ -295,8 +275,6 @@ class TrainConfig:
 
 
 _ACTIVATIONS = ("tanh", "relu")
-_OUTERS = ("trpo", "adam", "sgd", "promp")
-_LEARNERS = ("maml", "fomaml", "reptile", "imaml", "pretrained")
 _PHYSICS = ("peers", "maml")
 _ACTION_SPACES = ("env", "unit")  # metarl.envs.action_map.ACTION_SPACES
 _ESTIMATORS = ("maml", "lvc", "dice")

@@ -119,7 +119,7 @@ def test_half_cheetah_paths_agree_on_unit_actions(physics: str) -> None:
     same state to the same place for a unit action and for its env action computed by hand."""
     pytest.importorskip("mujoco")
     from metarl.envs.locomotion import LocomotionEnv
-    from metarl.video import _env_kwargs, make_render_env
+    from metarl.rl.video import _env_kwargs, make_render_env
 
     config = TrainConfig(env_id=HALF_CHEETAH, physics=physics, action_space="unit")
     unit_action = np.array([0.5, -2.0, 0.1, 0.0, 1.3, -0.3])
@@ -166,7 +166,7 @@ def test_half_cheetah_paths_agree_on_unit_actions(physics: str) -> None:
 
 def _constant_policy(config: TrainConfig, mean: list[float]) -> dict[str, torch.Tensor]:
     """Parameters whose policy acts ``mean`` everywhere with a negligible standard deviation."""
-    from metarl.trainer import initial_params
+    from metarl.rl.policy import initial_params
 
     params = {k: torch.zeros_like(v) for k, v in initial_params(config).items()}
     last = len(config.hidden_sizes)
@@ -179,8 +179,8 @@ def _constant_policy(config: TrainConfig, mean: list[float]) -> dict[str, torch.
 def test_evaluation_and_video_envs_step_the_configs_action_space(action_space: str) -> None:
     """A policy acting (0.5, -0.3) moves 2D navigation's point by (0.05, -0.03) per step with
     "unit" (0.1 times the action) and by (0.1, -0.1) with "env" (the action, clipped)."""
-    from metarl.evaluation import evaluate_adaptation
-    from metarl.video import _env_kwargs, make_render_env
+    from metarl.rl.evaluation import evaluate_adaptation
+    from metarl.rl.video import _env_kwargs, make_render_env
 
     config = TrainConfig(action_space=action_space, horizon=4, hidden_sizes=(4,))
     step = np.array([0.05, -0.03]) if action_space == "unit" else np.array([0.1, -0.1])
@@ -196,15 +196,15 @@ def test_evaluation_and_video_envs_step_the_configs_action_space(action_space: s
 
 
 def test_video_refuses_unit_actions_for_an_environment_without_the_setting() -> None:
-    from metarl.video import make_render_env
+    from metarl.rl.video import make_render_env
 
     with pytest.raises(ValueError, match="takes no action_space"):
         make_render_env("CartPole-v1", 32, 32, action_space="unit")
 
 
 def test_training_and_ray_workers_make_their_envs_in_the_configs_action_space() -> None:
-    from metarl.ray_sampler import ShardSampler
-    from metarl.trainer import MetaLearner
+    from metarl.rl.meta_learner import MetaLearner
+    from metarl.rl.ray_sampler import ShardSampler
 
     unit = gymnasium.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
     config = TrainConfig(action_space="unit", meta_batch_size=2, episodes_per_task=2,
@@ -217,7 +217,7 @@ def test_training_and_ray_workers_make_their_envs_in_the_configs_action_space() 
 def test_oracle_acts_in_the_unit_box_whatever_the_runs_action_space() -> None:
     """The oracle's PPO acts in [-1, 1]: +0.5 is a step of 0.05 in 2D navigation with either
     setting of the run."""
-    from metarl.oracle import evaluate_oracle
+    from metarl.rl.oracle import evaluate_oracle
 
     class HalfThrottle:
         def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, None]:
@@ -242,7 +242,7 @@ def test_resume_refuses_a_changed_action_space(tmp_path: Path,
 
 
 def test_resuming_a_run_saved_before_the_field_existed_reads_it_as_the_default() -> None:
-    from metarl.trainer import check_same_run
+    from metarl.rl.trainer import check_same_run
 
     saved = TrainConfig().to_dict()
     del saved["action_space"]
@@ -259,7 +259,7 @@ def test_navigation_trains_and_evaluates_with_unit_actions(tmp_path: Path) -> No
                  "--iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2",
                  "--horizon", "8", "--torch-threads", "1", "--no-progress"]) == 0
     assert load_config(run / "config.yaml").action_space == "unit"
-    from metarl.checkpoint import load_checkpoint
+    from metarl.run.checkpoint import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["action_space"] == "unit"
     assert main(["eval", str(run), "--tasks", "2", "--steps", "1", "--episodes", "2",

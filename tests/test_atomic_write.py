@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from metarl.atomic_write import write_json, write_text
+from metarl.run.atomic_write import write_json, write_text
 
 
 def test_write_json_round_trips_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_a_write_that_fails_before_the_rename_keeps_the_old_file(
     def crash(src: object, dst: object) -> None:
         raise KeyboardInterrupt  # Ctrl-C between writing and renaming
 
-    monkeypatch.setattr("metarl.atomic_write.os.replace", crash)
+    monkeypatch.setattr("metarl.run.atomic_write.os.replace", crash)
     with pytest.raises(KeyboardInterrupt):
         write_text(path, "new and longer\n")
     assert path.read_text() == "old\n"

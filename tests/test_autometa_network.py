@@ -1,8 +1,8 @@
 import torch
 
-from metarl.adaptation import per_task
-from metarl.autometa.network import Layout, cell_network, initial_params, parameter_count
-from metarl.autometa.space import parse_cell
+from metarl.core.adaptation import per_task
+from metarl.fewshot.cell_network import Layout, cell_network, initial_params, parameter_count
+from metarl.fewshot.cell_space import parse_cell
 
 
 def test_parameter_count_by_hand():

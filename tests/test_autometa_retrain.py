@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from metarl.autometa.config import SearchConfig, load_search_config
-from metarl.autometa.network import Layout, initial_params
 from metarl.autometa.retrain import conv4_parameters, matching_conv4_filters, retrain_configs
-from metarl.autometa.space import parse_cell
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import ConfigError
+from metarl.fewshot.cell_network import Layout, initial_params
+from metarl.fewshot.cell_space import parse_cell
 from metarl.fewshot.config import FewShotConfig, load_fewshot_config
 from metarl.fewshot.omniglot import write_synthetic_omniglot
+from metarl.run.checkpoint import load_checkpoint
 
 CELL = "0:sep3+1:max3"
 TINY = ["--iterations", "2", "--meta-batch-size", "2", "--filters", "4", "--val-interval", "2",

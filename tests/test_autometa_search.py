@@ -4,8 +4,8 @@ import pytest
 
 from metarl.autometa.config import SearchConfig, load_search_config
 from metarl.autometa.search import Scored, planned_candidates, run_search
-from metarl.autometa.space import OPERATORS, Cell
 from metarl.config import ConfigError
+from metarl.fewshot.cell_space import OPERATORS, Cell
 
 WEIGHT = {"sep3": 0.05, "sep5": 0.04, "max3": 0.01, "avg3": 0.02, "id": 0.0}
 
@@ -129,7 +129,7 @@ def test_cli_smoke_search_end_to_end(tmp_path, capsys):
 def test_real_reptile_trainer_on_synthetic_characters():
     from metarl.autometa.config import load_search_config
     from metarl.autometa.search import load_data, reptile_trainer
-    from metarl.autometa.space import parse_cell
+    from metarl.fewshot.cell_space import parse_cell
 
     config = load_search_config("experiments/autometa_smoke.yaml")
     cell = parse_cell("0:sep3+1:id")

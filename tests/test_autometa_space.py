@@ -1,6 +1,6 @@
 import pytest
 
-from metarl.autometa.space import (
+from metarl.fewshot.cell_space import (
     OPERATORS,
     Block,
     block_choices,

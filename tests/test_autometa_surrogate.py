@@ -3,8 +3,8 @@ import random
 import pytest
 import torch
 
-from metarl.autometa.space import enumerate_cells, expand_cell, parse_cell
 from metarl.autometa.surrogate import MLPEnsemble, encode, encoding_size, ranks, spearman
+from metarl.fewshot.cell_space import enumerate_cells, expand_cell, parse_cell
 
 
 def test_spearman_against_hand_values():

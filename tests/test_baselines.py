@@ -1,6 +1,6 @@
 import torch
 
-from metarl.baselines import baseline_features, fit_linear_baseline
+from metarl.core.linear_baseline import baseline_features, fit_linear_baseline
 
 
 def test_features_layout() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from metarl.bench import gradient_variants, run_bench
 from metarl.config import TrainConfig
-from metarl.maml import MetaBatch
-from metarl.trainer import MetaLearner
+from metarl.core.maml import MetaBatch
+from metarl.rl.bench import gradient_variants, run_bench
+from metarl.rl.meta_learner import MetaLearner
 
 TINY: dict[str, Any] = dict(meta_batch_size=3, episodes_per_task=2, horizon=10,
                             hidden_sizes=[8], torch_threads=1, meta_grad_chunk=2, seed=1)

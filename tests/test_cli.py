@@ -41,9 +41,9 @@ def fakes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, list[tuple[tuple[Any, ...], dict[str, Any]]]]:
     return {
-        "train": _fake_module(monkeypatch, "metarl.trainer", "train", {"iterations": 1}),
-        "eval": _fake_module(monkeypatch, "metarl.evaluation", "evaluate_run", {}),
-        "bench": _fake_module(monkeypatch, "metarl.bench", "run_bench", {"iteration_s": 0.5}),
+        "train": _fake_module(monkeypatch, "metarl.rl.trainer", "train", {"iterations": 1}),
+        "eval": _fake_module(monkeypatch, "metarl.rl.evaluation", "evaluate_run", {}),
+        "bench": _fake_module(monkeypatch, "metarl.rl.bench", "run_bench", {"iteration_s": 0.5}),
     }
 
 
@@ -128,7 +128,6 @@ def test_train_leaves_non_empty_run_dir_untouched(
 @pytest.mark.parametrize(
     "argv",
     [
-        [],
         ["fly"],
         ["train"],
         ["train", "navigation2d", "--iterations"],
@@ -224,9 +223,9 @@ def test_interrupt_is_one_line(
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    module = types.ModuleType("metarl.bench")
+    module = types.ModuleType("metarl.rl.bench")
     setattr(module, "run_bench", interrupted)  # noqa: B010 - a fake module has no declared attrs
-    monkeypatch.setitem(sys.modules, "metarl.bench", module)
+    monkeypatch.setitem(sys.modules, "metarl.rl.bench", module)
     assert main(["bench"]) == 130
     _assert_one_error_line(capsys, "interrupted")
 
@@ -244,3 +243,20 @@ def test_split_overrides() -> None:
     )
     assert kept == ["cfg", "--run-dir", "out"]
     assert overrides == {"seed": "3", "init_log_std": "-0.5", "gamma": "0.9"}
+
+
+def test_bare_metarl_prints_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "compare", "search", "presets"):
+        assert f"    {command} " in out
+
+
+def test_presets_lists_every_preset_with_its_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line and not line.startswith("metarl ")}
+    presets = Path(__file__).resolve().parents[1] / "experiments"
+    assert set(rows) == {path.stem for path in presets.glob("*.yaml")}
+    assert rows["navigation2d"] == "rl" and rows["sinusoid_maml"] == "few-shot"
+    assert rows["autometa_smoke"] == "search"

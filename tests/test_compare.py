@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from metarl.cli import main
-from metarl.compare import parse_baselines, pretrained_config
 from metarl.config import TrainConfig
 from metarl.envs import make_task_vector_env
-from metarl.oracle import evaluate_oracle
-from metarl.trainer import MetaLearner, initial_params
+from metarl.rl.compare import parse_baselines, pretrained_config
+from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.oracle import evaluate_oracle
+from metarl.rl.policy import initial_params
 
 TINY = ["--iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "2",
         "--horizon", "12", "--torch-threads", "1", "--no-progress"]
@@ -94,7 +95,7 @@ def test_compare_rejects_bad_input_on_one_line(tmp_path: Path,
 
 def test_checkpoint_of_another_policy_is_refused_on_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from metarl.checkpoint import load_checkpoint, save_checkpoint
+    from metarl.run.checkpoint import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0

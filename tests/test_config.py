@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -58,7 +57,6 @@ def test_config_is_frozen() -> None:
         ("inner_lr", 0.0),
         ("inner_lr", float("nan")),
         ("inner_steps", 0),
-        ("outer", "rmsprop"),
         ("outer_lr", -1e-3),
         ("max_kl", 0.0),
         ("cg_iters", 0),
@@ -271,33 +269,7 @@ def test_busy_cores_from_cpu_counters(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_threads(0) == 2  # 0.2 busy cores round to 0: both cores are free
 
 
-@pytest.mark.parametrize(
-    ("fields", "needle"),
-    [
-        ({"learner": "reptile"}, "learner reptile takes outer adam or sgd, not trpo"),
-        ({"learner": "imaml", "outer": "promp"}, "learner imaml takes outer adam or sgd"),
-        ({"learner": "fomaml", "estimator": "dice"}, "estimator dice"),
-        ({"first_order": True, "estimator": "lvc"}, "estimator lvc"),
-        ({"learner": "reptile", "outer": "sgd", "first_order": True}, "first_order applies"),
-        ({"learner": "pretrained", "outer": "promp"},
-         "learner pretrained takes outer trpo, adam or sgd, not promp"),
-        ({"learner": "pretrained", "estimator": "lvc"}, "estimator lvc"),
-    ],
-)
-def test_invalid_learner_combinations_are_rejected(fields: dict, needle: str) -> None:
-    with pytest.raises(ConfigError, match="invalid combination") as error:
-        TrainConfig(**fields)
-    assert needle in str(error.value)
-
-
-def test_valid_learner_combinations() -> None:
-    valid: list[dict[str, Any]] = [
-        {"learner": "reptile", "outer": "adam"}, {"learner": "imaml", "outer": "sgd"},
-        {"learner": "fomaml", "outer": "promp"}, {"estimator": "dice"},
-        {"learner": "pretrained"}, {"learner": "pretrained", "outer": "adam"},
-    ]
-    for fields in valid:
-        TrainConfig.from_dict(fields)
+def test_first_order_meta_gradient_follows_the_flag_and_the_learner() -> None:
     assert TrainConfig(learner="fomaml").first_order_meta_gradient
     assert TrainConfig(first_order=True).first_order_meta_gradient
     assert not TrainConfig().first_order_meta_gradient

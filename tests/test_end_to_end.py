@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from metarl.bench import run_bench
-from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
 from metarl.config import TrainConfig
-from metarl.trainer import MetaLearner
+from metarl.rl.bench import run_bench
+from metarl.rl.meta_learner import MetaLearner
+from metarl.run.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "2",
         "--horizon", "12", "--torch-threads", "1", "--no-progress"]
@@ -272,7 +272,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert err.strip().splitlines()[-1] == "metarl: error: interrupted"
+    assert err.strip().splitlines()[-1].startswith("metarl: error: interrupted at iteration ")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] >= 1
 
 
@@ -292,18 +292,18 @@ def test_imaml_runs_evaluate_with_proximal_solves(
 ) -> None:
     """iMAML adapts at test time as it did in training: one proximal solve per step, anchored
     at the current (per-task) policy, not a plain gradient step."""
-    from metarl import evaluation
+    from metarl.rl.learners import imaml
 
     run = tmp_path / "run"
     _train(run, "--learner", "imaml", "--outer", "adam", "--inner-steps", "3")
     anchors_stacked = []
-    solve = evaluation.proximal_adapt  # type: ignore[attr-defined]
+    solve = imaml.proximal_adapt  # type: ignore[attr-defined]
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         anchors_stacked.append(kwargs.get("stacked"))
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "proximal_adapt", spy)
+    monkeypatch.setattr(imaml, "proximal_adapt", spy)
     assert main(["eval", str(run), "--tasks", "2", "--steps", "2", "--episodes", "2",
                  "--no-progress"]) == 0
     assert anchors_stacked == [True, True]

@@ -1,6 +1,6 @@
 import torch
 
-from metarl.episodes import (
+from metarl.core.episodes import (
     Episodes,
     discounted_returns,
     episode_returns,

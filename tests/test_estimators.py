@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from metarl.episodes import StepBatch
-from metarl.estimators import inner_loss_for
-from metarl.linalg import flatten, unflatten
-from metarl.policies import GaussianMLPPolicy
+from metarl.core.episodes import StepBatch
+from metarl.core.estimators import inner_loss_for
+from metarl.core.linalg import flatten, unflatten
+from metarl.core.policies import GaussianMLPPolicy
 
 
 def _problem() -> tuple[GaussianMLPPolicy, dict[str, torch.Tensor], StepBatch]:

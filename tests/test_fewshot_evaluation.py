@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import torch
 
+from metarl.core.linalg import Params
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.evaluation import adaptation_kind, adaptation_scores, format_table, summarize
 from metarl.fewshot.models import mlp
 from metarl.fewshot.problems import SinusoidProblem, task_generator
 from metarl.fewshot.protonet import prototype_logits
-from metarl.linalg import Params
 
 
 def _by_hand(config: FewShotConfig, theta: Params, batch: Any, task: int, steps: int

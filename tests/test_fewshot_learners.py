@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metarl.core.adam import adam_init, adam_step
+from metarl.core.maml import meta_gradient
+from metarl.core.reptile import reptile_direction
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.learners import (
     initial_state,
@@ -17,9 +20,6 @@ from metarl.fewshot.learners import (
 from metarl.fewshot.models import mse_loss
 from metarl.fewshot.omniglot import OmniglotTasks, synthetic_omniglot
 from metarl.fewshot.problems import SinusoidProblem, stream_seed, task_generator
-from metarl.maml import meta_gradient
-from metarl.outer import adam_init, adam_step
-from metarl.reptile import reptile_direction
 
 
 def test_reptile_inner_batches_hold_every_class_and_split_the_support() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.fewshot.omniglot import write_synthetic_omniglot
+from metarl.run.checkpoint import load_checkpoint
 
 QUIET = ["--torch-threads", "1", "--no-progress"]
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.fewshot.learners import training_step
 from metarl.fewshot.omniglot import write_synthetic_omniglot
+from metarl.run.checkpoint import load_checkpoint
 
 SINUSOID_TINY = ["--iterations", "4", "--meta-batch-size", "3", "--val-interval", "2",
                  "--val-tasks", "5", "--eval-tasks", "7", "--eval-steps", "3",

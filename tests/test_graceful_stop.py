@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from metarl.graceful_stop import GracefulStop
+from metarl.run.graceful_stop import GracefulStop
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

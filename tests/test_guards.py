@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
+from metarl.core.guards import NonFiniteError, check_finite
 from metarl.envs.navigation import Navigation2DVectorEnv
-from metarl.guards import NonFiniteError, check_finite
+from metarl.run.checkpoint import load_checkpoint
 
 TINY = ["--iterations", "3", "--meta-batch-size", "2", "--episodes-per-task", "2",
         "--horizon", "8", "--torch-threads", "1", "--no-progress"]

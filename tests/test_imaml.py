@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from metarl import imaml
-from metarl.imaml import imaml_gradient, proximal_adapt
+from metarl.core import imaml
+from metarl.core.imaml import imaml_gradient, proximal_adapt
 
 D, N, LAMBDA = 6, 4, 2.0
 Data = tuple[torch.Tensor, torch.Tensor]

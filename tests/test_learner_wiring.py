@@ -21,11 +21,11 @@ import pytest
 import torch
 from torch.autograd.functional import hessian
 
-import metarl.trainer as trainer
+import metarl.rl.learners.imaml as imaml_learner
 from metarl.config import TrainConfig
-from metarl.maml import MetaBatch
-from metarl.policy_proximal import floored_surrogate_loss
-from metarl.trainer import MetaLearner
+from metarl.core.maml import MetaBatch
+from metarl.core.policy_proximal import floored_surrogate_loss
+from metarl.rl.meta_learner import MetaLearner
 
 TASKS, HIDDEN, LAMBDA = 3, 4, 4.0
 FLOOR = math.log(0.1)  # policy_proximal's ratio floor, from its docstring's formula
@@ -162,9 +162,9 @@ def _flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _with(learner: MetaLearner, **fields: Any) -> MetaLearner:
-    """The same learner (policy, losses) under changed config fields."""
-    learner.config = _config(**fields)
-    return learner
+    """A learner of the same seed (so the same policy and losses) under changed config
+    fields."""
+    return MetaLearner(_config(**fields))
 
 
 @pytest.mark.parametrize("damping", [0.25, 2.0])
@@ -212,7 +212,7 @@ def test_imaml_meta_grad_chunk_reaches_the_solver(
 
         return recorded
 
-    monkeypatch.setattr(trainer, "floored_surrogate_loss", counting)
+    monkeypatch.setattr(imaml_learner, "floored_surrogate_loss", counting)
     loss, grads, info = _with(learner, meta_grad_chunk=2).meta_gradient(theta, batch)
     assert seen and max(seen) == 2 and min(seen) == 1  # chunks of 2 and 1 tasks
     bound = info["outer/cg_residual_max"] / ref.smallest_eigenvalue(1.0) + 1e-9
@@ -232,7 +232,7 @@ def test_reptile_meta_grad_chunk_reaches_the_inner_loops() -> None:
         seen.append(data.observations.shape[0])
         return inner(params, data)
 
-    learner.inner_loss = counting
+    learner.objective.inner_loss = counting
     loss, direction, _ = learner.meta_gradient(theta, batch)
     assert seen and max(seen) == 2 and min(seen) == 1
 

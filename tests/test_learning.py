@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from metarl.confidence import ci95
 from metarl.config import TrainConfig
-from metarl.evaluation import evaluate_adaptation
-from metarl.trainer import MetaLearner, initial_params
+from metarl.core.confidence import ci95
+from metarl.rl.evaluation import evaluate_adaptation
+from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.policy import initial_params
 
 SMALL = {"meta_batch_size": 10, "episodes_per_task": 10, "torch_threads": 1}
 

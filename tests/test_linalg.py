@@ -1,24 +1,24 @@
 import pytest
 import torch
 
-from metarl.adaptation import per_task
-from metarl.episodes import StepBatch
-from metarl.estimators import reinforce_loss
-from metarl.linalg import (
+from metarl.core.adaptation import per_task
+from metarl.core.episodes import StepBatch
+from metarl.core.estimators import reinforce_loss
+from metarl.core.linalg import (
     batched_conjugate_gradient,
     conjugate_gradient,
     flatten,
     gauss_newton_vector_product,
     unflatten,
 )
-from metarl.maml import (
+from metarl.core.maml import (
     MetaBatch,
     QueryBatch,
     curvature_subsample,
     fisher_vector_product,
     query_loss_and_kl,
 )
-from metarl.policies import GaussianMLPPolicy
+from metarl.core.policies import GaussianMLPPolicy
 
 
 def test_conjugate_gradient_equals_linalg_solve() -> None:
@@ -122,7 +122,7 @@ def _tiny_meta_batch(policy: GaussianMLPPolicy, n: int, m: int) -> MetaBatch:
 
 def _adapted(policy: GaussianMLPPolicy, params: dict[str, torch.Tensor], support: StepBatch,
              n: int) -> dict[str, torch.Tensor]:
-    from metarl.adaptation import adapt
+    from metarl.core.adaptation import adapt
     return adapt(reinforce_loss(policy), per_task(params, n), [support], 0.5)
 
 
@@ -166,7 +166,7 @@ def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_ste
                          (torch.rand(n, m, generator=g) > 0.2).double())
 
     supports, query = [steps(), steps()], steps()
-    from metarl.adaptation import adapt
+    from metarl.core.adaptation import adapt
     adapted = adapt(reinforce_loss(policy), per_task(params, n), supports, 0.3)
     old_mean, old_log_std = policy.distribution_params(adapted, query.observations)
     batch = MetaBatch(supports, QueryBatch(query, old_mean.detach(), old_log_std.detach(),

@@ -340,7 +340,7 @@ def test_locomotion_envs_reject_bad_actions() -> None:
 
 def test_closing_stops_the_simulator_threads_once_and_for_all() -> None:
     from metarl.config import TrainConfig
-    from metarl.trainer import MetaLearner
+    from metarl.rl.meta_learner import MetaLearner
 
     learner = MetaLearner(TrainConfig(env_id="metarl/HalfCheetahVel-v0", meta_batch_size=2,
                                       episodes_per_task=1, horizon=3, torch_threads=1))

@@ -8,15 +8,15 @@ grad FOMAML = A (I - alpha A)(theta - c_i).
 import pytest
 import torch
 
-from metarl.adaptation import adapt, per_task
-from metarl.episodes import StepBatch
-from metarl.estimators import reinforce_loss
-from metarl.maml import (
+from metarl.core.adaptation import adapt, per_task
+from metarl.core.episodes import StepBatch
+from metarl.core.estimators import reinforce_loss
+from metarl.core.maml import (
     QueryBatch,
     meta_gradient,
     surrogate_loss,
 )
-from metarl.policies import GaussianMLPPolicy
+from metarl.core.policies import GaussianMLPPolicy
 
 D, N, ALPHA = 4, 5, 0.1
 

@@ -25,6 +25,7 @@ from metarl.envs import Task, make_task_vector_env, registered_env_ids, sample_h
 
 metaworld = pytest.importorskip("metaworld")
 
+from metarl.core.policies import GaussianMLPPolicy  # noqa: E402
 from metarl.envs.metaworld_tasks import (  # noqa: E402
     BENCHMARK_SEED,
     ML1_TASK_NAMES,
@@ -33,8 +34,7 @@ from metarl.envs.metaworld_tasks import (  # noqa: E402
     import_metaworld,
     load_benchmark,
 )
-from metarl.policies import GaussianMLPPolicy  # noqa: E402
-from metarl.rollout import rollout  # noqa: E402
+from metarl.rl.rollout import rollout  # noqa: E402
 
 REACH = "metarl/ML1-reach-v3"
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import metarl.evaluation as evaluation
+import metarl.rl.evaluation as evaluation
 from metarl.config import TrainConfig
+from metarl.core.episodes import Episodes, concat_episodes, episode_success, success_rate
+from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import Task, TaskVectorEnv
-from metarl.episodes import Episodes, concat_episodes, episode_success, success_rate
-from metarl.policies import GaussianMLPPolicy
-from metarl.rollout import rollout
+from metarl.rl.rollout import rollout
 
 
 class ScheduledSuccessEnv(TaskVectorEnv):

@@ -1,4 +1,4 @@
-"""Videos of Meta-World: offscreen frames through metarl.video, upright, one per task, and a
+"""Videos of Meta-World: offscreen frames through metarl.rl.video, upright, one per task, and a
 whole (tiny) run filmed. Skips, saying why, where no OpenGL context can be made."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from metarl.config import load_config, save_config
-from metarl.policies import GaussianMLPPolicy
-from metarl.video import RenderBackendError, make_render_env, record_video, render_frame
+from metarl.core.policies import GaussianMLPPolicy
+from metarl.rl.video import RenderBackendError, make_render_env, record_video, render_frame
 
 pytest.importorskip("metaworld")
 imageio = pytest.importorskip("imageio.v3")

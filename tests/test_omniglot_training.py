@@ -4,10 +4,10 @@ batching modes and with finite differences (float64)."""
 import pytest
 import torch
 
+from metarl.core.maml import GradientMode, meta_gradient
 from metarl.fewshot.conv import PerTaskMode, Pool
 from metarl.fewshot.omniglot import FewShotBatch, OmniglotTasks, synthetic_omniglot
 from metarl.fewshot.omniglot_training import cross_entropy_loss, initial_conv_params
-from metarl.maml import GradientMode, meta_gradient
 
 
 def _batch(n: int = 3, ways: int = 3, seed: int = 0) -> FewShotBatch:

@@ -2,8 +2,9 @@ import math
 
 import torch
 
-from metarl.linalg import flatten, unflatten
-from metarl.outer import adam_init, adam_step, trpo_step
+from metarl.core.adam import adam_init, adam_step
+from metarl.core.linalg import flatten, unflatten
+from metarl.core.trpo import trpo_step
 
 # A problem with known geometry: loss(theta) = g^T theta and KL(theta) = 1/2 d^T F d, d = theta - 0
 F = torch.tensor([[2.0, 0.3], [0.3, 1.0]], dtype=torch.float64)

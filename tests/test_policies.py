@@ -1,8 +1,8 @@
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from metarl.adaptation import per_task
-from metarl.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+from metarl.core.adaptation import per_task
+from metarl.core.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 
 def test_log_prob_and_kl_match_torch_distributions() -> None:

@@ -1,4 +1,4 @@
-"""iMAML's policy inner loss (``metarl.policy_proximal``) in float64: its value by hand, equal
+"""iMAML's policy inner loss (``metarl.core.policy_proximal``) in float64: its value by hand, equal
 to the MAML-RL surrogate (value, gradient, Hessian) near theta, and a proximal problem that has a
 minimiser where the MAML-RL surrogate's has none."""
 
@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from metarl.adaptation import per_task
-from metarl.episodes import StepBatch
-from metarl.estimators import reinforce_loss
-from metarl.imaml import proximal_adapt
-from metarl.policies import GaussianMLPPolicy
-from metarl.policy_proximal import (
+from metarl.core.adaptation import per_task
+from metarl.core.episodes import StepBatch
+from metarl.core.estimators import reinforce_loss
+from metarl.core.imaml import proximal_adapt
+from metarl.core.policies import GaussianMLPPolicy
+from metarl.core.policy_proximal import (
     RATIO_FLOOR,
     AnchoredBatch,
     anchored_batch,

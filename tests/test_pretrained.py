@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from metarl.config import TrainConfig
-from metarl.episodes import masked_mean
-from metarl.trainer import MetaLearner
+from metarl.core.episodes import masked_mean
+from metarl.rl.meta_learner import MetaLearner
 
 
 def _config(**fields: object) -> TrainConfig:

@@ -1,9 +1,9 @@
 import torch
 
-from metarl.episodes import StepBatch
-from metarl.maml import QueryBatch
-from metarl.policies import GaussianMLPPolicy
-from metarl.promp import clipped_surrogate_loss
+from metarl.core.episodes import StepBatch
+from metarl.core.maml import QueryBatch
+from metarl.core.policies import GaussianMLPPolicy
+from metarl.core.promp import clipped_surrogate_loss
 
 
 def test_clipped_surrogate_by_hand() -> None:

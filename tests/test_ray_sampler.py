@@ -21,9 +21,10 @@ import pytest
 import torch
 
 from metarl.config import ConfigError, TrainConfig, load_config
+from metarl.core.guards import NonFiniteError
 from metarl.envs import make_task_vector_env
-from metarl.guards import NonFiniteError
-from metarl.ray_sampler import (
+from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.ray_sampler import (
     INSTALL_HINT,
     RaySampler,
     ShardSampler,
@@ -31,8 +32,8 @@ from metarl.ray_sampler import (
     join_shards,
     shard_bounds,
 )
-from metarl.rollout import draw_task_seeds
-from metarl.trainer import MetaLearner, SampledEpisodes, sample_episodes, support_rollouts
+from metarl.rl.rollout import draw_task_seeds
+from metarl.rl.sampling import SampledEpisodes, sample_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -75,7 +76,7 @@ def test_without_ray_the_error_is_one_line_naming_the_extra(monkeypatch) -> None
 
 
 def test_nothing_else_imports_ray() -> None:
-    """ray is an optional extra: only metarl/ray_sampler.py may import it."""
+    """ray is an optional extra: only metarl/rl/ray_sampler.py may import it."""
     offenders = []
     for path in [*(ROOT / "metarl").rglob("*.py"), *(ROOT / "envs").rglob("*.py")]:
         if path.name == "ray_sampler.py":
@@ -231,9 +232,9 @@ def _local_sample(config: TrainConfig, seed: int) -> tuple[Any, Any, Any, Sample
     worker = ShardSampler(config)
     rng = np.random.default_rng(seed)
     tasks = env.sample_tasks(config.meta_batch_size, rng)
-    seeds = [draw_task_seeds(rng, len(tasks)) for _ in range(support_rollouts(config) + 1)]
+    seeds = [draw_task_seeds(rng, len(tasks)) for _ in range(worker.learner.support_rollouts() + 1)]
     params = worker.policy.initial_params()
-    expected = sample_episodes(env, worker.policy, worker.inner_loss, config, params, tasks,
+    expected = sample_episodes(env, worker.policy, worker.learner, config, params, tasks,
                                seeds)
     return params, tasks, seeds, expected
 

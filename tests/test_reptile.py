@@ -8,7 +8,7 @@ data give theta - phi_i = alpha sum_{j<k} (I - alpha A)^j A (theta - c_i)
 import pytest
 import torch
 
-from metarl.reptile import reptile_direction
+from metarl.core.reptile import reptile_direction
 
 D, N, ALPHA = 4, 5, 0.1
 

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
 
-from metarl.adaptation import per_task
+from metarl.core.adaptation import per_task
+from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import Navigation2DVectorEnv, Task
-from metarl.policies import GaussianMLPPolicy
-from metarl.rollout import rollout
+from metarl.rl.rollout import rollout
 
 
 def test_shapes_masks_and_rewards() -> None:
@@ -44,7 +44,7 @@ def test_per_task_parameters_drive_each_task() -> None:
 def test_task_seeds_make_each_tasks_episodes_its_own() -> None:
     """With task_seeds, a task's noise comes from its seed alone: the batch around it does not
     matter, and the noise is the standard normal drawn from the seed's expansion."""
-    from metarl.rollout import draw_task_seeds
+    from metarl.rl.rollout import draw_task_seeds
 
     policy = GaussianMLPPolicy(2, 2, (4,))
     params = {k: torch.zeros_like(v) for k, v in policy.initial_params().items()}  # mean 0, std 1

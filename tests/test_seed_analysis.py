@@ -13,10 +13,10 @@ gbar_j = L_j'(theta), Hbar_j = L_j''(theta),
 
     g_MAML    = d/dtheta L_2(phi_2(theta)): the MAML objective with one inner step on L_1 and the
                 query loss L_2 (the paper's "L_k(phi_k)" with k = 2), differentiated through
-                the step: metarl.maml.meta_gradient, supports = [step-1 data], query = step-2
+                the step: metarl.core.maml.meta_gradient, supports = [step-1 data], query = step-2
                 data, first_order=False;
     g_FOMAML  = L_2'(phi_2): the same with first_order=True;
-    g_Reptile = (phi_1 - phi_3) / alpha = g_1 + g_2: metarl.reptile.reptile_direction with
+    g_Reptile = (phi_1 - phi_3) / alpha = g_1 + g_2: metarl.core.reptile.reptile_direction with
                 supports = [step-1 data, step-2 data], divided by alpha;
 
 and their expectations expand as
@@ -42,10 +42,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from metarl.adaptation import per_task
-from metarl.linalg import Params
-from metarl.maml import meta_gradient
-from metarl.reptile import reptile_direction
+from metarl.core.adaptation import per_task
+from metarl.core.linalg import Params
+from metarl.core.maml import meta_gradient
+from metarl.core.reptile import reptile_direction
 
 D, TASKS = 3, 8
 Data = tuple[torch.Tensor, torch.Tensor]

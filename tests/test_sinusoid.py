@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from metarl.adaptation import adapt, per_task
+from metarl.core.adaptation import adapt, per_task
+from metarl.core.maml import meta_gradient
 from metarl.fewshot.models import MLP, mlp, mse_loss
 from metarl.fewshot.sinusoid import SinusoidTasks, sinusoid
 from metarl.fewshot.supervised import initial_params
-from metarl.maml import meta_gradient
 
 
 def _generator(seed: int = 0) -> torch.Generator:

@@ -16,7 +16,7 @@ from metarl.envs.task_observation import (
     numeric_parameter_names,
     task_features,
 )
-from metarl.oracle import evaluate_oracle
+from metarl.rl.oracle import evaluate_oracle
 
 
 def test_navigation_goal_is_appended() -> None:

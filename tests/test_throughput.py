@@ -1,7 +1,7 @@
 import pytest
 
 from metarl.config import TrainConfig
-from metarl.throughput import run_throughput
+from metarl.rl.throughput import run_throughput
 
 
 def _check(result: dict, has_physics_limit: bool) -> None:

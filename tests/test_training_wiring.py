@@ -16,9 +16,11 @@ import torch
 from torch import Tensor
 
 from metarl.config import TrainConfig
-from metarl.episodes import Episodes, StepBatch, to_step_batch
-from metarl.maml import MetaBatch, QueryBatch
-from metarl.trainer import MetaLearner, TrainState, advantages_batch
+from metarl.core.episodes import Episodes, StepBatch, to_step_batch
+from metarl.core.maml import MetaBatch, QueryBatch
+from metarl.rl.advantages import advantages_batch
+from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.train_state import TrainState
 
 Theta = dict[str, Tensor]
 NAMES = ("layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "log_std")

@@ -24,7 +24,7 @@ from gymnasium.utils.env_checker import check_env
 import metarl.envs  # noqa: F401  (registers the metarl/ environments)
 from metarl.cli import main
 from metarl.envs import Navigation2DEnv, Task
-from metarl.video import (
+from metarl.rl.video import (
     CAPTION_HEIGHT,
     RenderBackendError,
     compose_grid,
@@ -206,7 +206,7 @@ def test_tensorboard_receives_an_animated_gif(run: Path, tmp_path: Path) -> None
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
-    from metarl.checkpoint import load_checkpoint
+    from metarl.run.checkpoint import load_checkpoint
 
     params = load_checkpoint(run / "checkpoints" / "last.pt")["params"]
     writer = SummaryWriter(str(tmp_path / "tb"))
@@ -251,7 +251,7 @@ def test_mujoco_frame_offscreen() -> None:
 def test_missing_gl_library_is_one_error_line(tmp_path: Path) -> None:
     pytest.importorskip("mujoco")
     script = textwrap.dedent("""
-        from metarl.video import make_render_env, render_frame
+        from metarl.rl.video import make_render_env, render_frame
         env = make_render_env("HalfCheetah-v5", 32, 32)
         env.reset(seed=0)
         render_frame(env)
@@ -261,7 +261,7 @@ def test_missing_gl_library_is_one_error_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode != 0
-    prefix = "metarl.video.RenderBackendError: cannot create an offscreen OpenGL"
+    prefix = "metarl.rl.video.RenderBackendError: cannot create an offscreen OpenGL"
     lines = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
     assert len(lines) == 1, result.stderr
     assert "MUJOCO_GL=osmesa" in lines[0] and "libegl1 libegl-mesa0 libgl1-mesa-dri" in lines[0]

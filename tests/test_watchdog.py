@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from metarl.watchdog import StallError, deadline, rollout_deadline
+from metarl.run.watchdog import StallError, deadline, rollout_deadline
 
 
 def _watchdog_threads() -> list[threading.Thread]:
@@ -101,7 +101,7 @@ def test_a_block_that_no_signal_reaches_ends_the_process_with_the_message() -> N
     # SIGALRM blocked: what code stuck inside C looks like to a Python signal handler
     script = textwrap.dedent("""
         import signal, time
-        from metarl.watchdog import deadline
+        from metarl.run.watchdog import deadline
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         with deadline(0.3, "stuck in C", grace_s=0.3):
             time.sleep(60)

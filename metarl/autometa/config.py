@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_type_hints
 
-from metarl.autometa.network import Layout
-from metarl.autometa.space import OPERATORS
 from metarl.config import ConfigError, _coerce, known_fields, read_yaml_mapping, write_yaml
+from metarl.fewshot.cell_network import Layout
+from metarl.fewshot.cell_space import OPERATORS
 from metarl.fewshot.config import FewShotConfig
 
 
@@ -27,7 +27,7 @@ class SearchConfig:
         first_round: one-block cells trained in round 1, a seeded sample; 0: all of them.
         beam: best cells of a round (by validation score) whose expansions the next round ranks.
         top_k: expansions trained per later round, the surrogate's top K.
-        filters, stages, cells_per_stage: the network (``metarl.autometa.network``).
+        filters, stages, cells_per_stage: the network (``metarl.fewshot.cell_network``).
         ways, shots: the few-shot tasks (N-way K-shot Omniglot).
         iterations: Reptile outer steps per candidate (the per-candidate budget).
         meta_batch_size, inner_steps, train_shots, inner_lr, inner_optimizer, outer_lr:
@@ -45,6 +45,8 @@ class SearchConfig:
         seed: seed of every candidate's initialisation and tasks, of the round-1 sample and of
             the surrogate.
         torch_threads: torch intra-op threads; 0 picks the free cores.
+        max_minutes: stop after the candidate that passes this many minutes of training over
+            all sessions of the search (0: no budget); the search resumes from there.
     """
 
     operators: tuple[str, ...] = OPERATORS
@@ -75,6 +77,7 @@ class SearchConfig:
     synthetic_characters: int = 0
     seed: int = 0
     torch_threads: int = 0
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -100,6 +103,8 @@ class SearchConfig:
         for name in ("first_round", "eval_steps", "synthetic_characters", "seed",
                      "torch_threads"):
             self._require(name, getattr(self, name) >= 0, ">= 0")
+        self._require("max_minutes", 0 <= self.max_minutes < float("inf"),
+                      "finite and >= 0 (0: no budget)")
         self._require("first_round", self.first_round != 1,
                       "0 (all) or >= 2 (the surrogate needs two scores)")
         self._require("synthetic_characters",

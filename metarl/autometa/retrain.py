@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from metarl.autometa.config import SearchConfig
-from metarl.autometa.network import Layout
+from metarl.fewshot.cell_network import Layout
 from metarl.fewshot.config import FewShotConfig, save_fewshot_config
 from metarl.fewshot.conv import Pool
 from metarl.fewshot.omniglot_training import initial_conv_params

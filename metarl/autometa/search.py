@@ -11,18 +11,21 @@ PNAS (Liu et al. 2018, arXiv:1712.00559, Algorithm 1):
 A candidate's training is the few-shot suite's Reptile iteration
 (``metarl.fewshot.learners.training_step``) and its score the suite's held-out adaptation
 (``metarl.fewshot.evaluation.adaptation_scores``, mean query accuracy on the "val" characters
-after ``eval_steps`` inner steps), both through ``metarl.autometa.problem.CellProblem``.
+after ``eval_steps`` inner steps), both through ``metarl.fewshot.cell_problem.CellProblem``.
 Every candidate has the same seed, hence the same initialisation stream and the same tasks.
 
-Output folder: ``config.yaml``; ``results.jsonl``, rewritten atomically (temporary file and
-rename) after every finished candidate; at the end ``results.json`` / ``results.csv`` (round,
-cell, blocks, parameters, score, ci95, prediction, seconds), ``rounds.json`` (per round: cells
-trained, Spearman of prediction against score), ``best_cell.txt``, ``summary.json`` and the
-presets that retrain the best cell and a parameter-matched 4-block network with `metarl train`
-(``retrain_cell.yaml``, ``retrain_conv4.yaml``; ``metarl.autometa.retrain``).
-Resuming: a search started again on the same folder with the same config reuses every finished
-candidate and retrains nothing; since every step is seeded, the results equal an uninterrupted
-run's.
+The search is a run of the shared loop (``metarl.run.loop``), one candidate per iteration: a
+progress bar, ``metrics.jsonl`` and TensorBoard (each candidate's score), Ctrl-C at a candidate
+boundary, and a ``max_minutes`` budget. Output folder: ``config.yaml``; ``results.jsonl``,
+rewritten atomically (temporary file and rename) after every finished candidate; at the end
+(or when stopped) ``results.json`` / ``results.csv`` (round, cell, blocks, parameters, score,
+ci95, prediction, seconds), ``rounds.json`` (per round: cells trained, Spearman of prediction
+against score), ``best_cell.txt``, ``search.png`` (every candidate's score by round),
+``summary.json`` and the presets that retrain the best cell and a parameter-matched 4-block
+network with `metarl train` (``retrain_cell.yaml``, ``retrain_conv4.yaml``;
+``metarl.autometa.retrain``). Resuming: a search started again on the same folder with the
+same config (``max_minutes`` may differ) reuses every finished candidate and retrains
+nothing; since every step is seeded, the results equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -32,26 +35,29 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from tqdm import tqdm
 
-from metarl.atomic_write import write_json, write_text
 from metarl.autometa.config import SearchConfig, load_search_config, save_search_config
-from metarl.autometa.network import parameter_count
-from metarl.autometa.problem import CellProblem
 from metarl.autometa.retrain import write_retrain_presets
-from metarl.autometa.space import Cell, enumerate_cells, expand_cell, format_cell, parse_cell
 from metarl.autometa.surrogate import MLPEnsemble, encode, encoding_size, spearman
-from metarl.confidence import ci95
 from metarl.config import ConfigError, resolve_threads
+from metarl.core.confidence import ci95
+from metarl.fewshot.cell_network import parameter_count
+from metarl.fewshot.cell_problem import CellProblem
+from metarl.fewshot.cell_space import Cell, enumerate_cells, expand_cell, format_cell, parse_cell
 from metarl.fewshot.evaluation import adaptation_scores
 from metarl.fewshot.learners import initial_state, training_step
 from metarl.fewshot.omniglot import OmniglotData, load_omniglot, synthetic_omniglot
 from metarl.fewshot.problems import omniglot_root, task_generator
+from metarl.run.atomic_write import write_json, write_text
+from metarl.run.logger import RunLogger
+from metarl.run.loop import LoopSettings, run_loop
+from metarl.run.plots import plot_search
+from metarl.run.resume import check_same_run, truncate_metrics
 
 RESULT_FIELDS = ("round", "cell", "blocks", "parameters", "score", "ci95", "prediction",
                  "seconds", "cpu_seconds")
@@ -120,19 +126,25 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
 
 
 def _prepare(config: SearchConfig, out: Path) -> list[dict[str, Any]]:
-    """Create ``out`` or check that it holds a search of this very config; the finished
-    candidates it holds."""
+    """Create ``out`` or check that it holds a search of this very config (only
+    ``max_minutes`` may change); the finished candidates it holds."""
     saved = out / "config.yaml"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output folder {out} exists and is not a folder")
     if saved.is_file():
-        if load_search_config(saved).to_dict() != config.to_dict():
-            raise ConfigError(f"{out} holds a search with another config; resume it with its "
-                              "config.yaml or choose another --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        save_search_config(config, saved)
+        try:
+            check_same_run(config.to_dict(), load_search_config(saved).to_dict(),
+                           SearchConfig().to_dict(), RESUMABLE_CHANGES)
+        except ValueError as error:
+            raise ConfigError(f"{out} holds a search with another config ({error}); resume "
+                              "it with its config.yaml or choose another --out") from None
+    out.mkdir(parents=True, exist_ok=True)
+    save_search_config(config, saved)
     return _read_results(out / "results.jsonl")
+
+
+# Fields a resumed search may change: the budget changes no result.
+RESUMABLE_CHANGES = frozenset({"max_minutes"})
 
 
 def planned_candidates(config: SearchConfig) -> int:
@@ -143,6 +155,115 @@ def planned_candidates(config: SearchConfig) -> int:
     return first + (config.max_blocks - 1) * config.top_k
 
 
+Candidate = tuple[int, Cell, float | None]  # round, cell, the surrogate's prediction
+
+
+class SearchRun:
+    """The search as the shared run loop drives it: one iteration trains and scores one
+    candidate (or takes its score from an earlier session), and the plan of the next candidate
+    (fitting the surrogate at a round's end) is made before the iteration ends."""
+
+    def __init__(self, config: SearchConfig, out: Path, trainer: Trainer,
+                 done: dict[tuple[int, str], dict[str, Any]]) -> None:
+        self.config, self.out, self.trainer, self.done = config, out, trainer, done
+        self.records: list[dict[str, Any]] = []
+        self.rounds: list[dict[str, Any]] = []
+        self.planned = planned_candidates(config)
+        self.plan = self._candidates()
+        self.next: Candidate | None = self._advance()
+
+    @property
+    def iteration(self) -> int:
+        return len(self.records)
+
+    @property
+    def iterations(self) -> int:
+        return self.planned
+
+    def _advance(self) -> Candidate | None:
+        candidate = next(self.plan, None)
+        if candidate is None:
+            self.planned = len(self.records)
+        return candidate
+
+    def _candidates(self) -> Iterator[Candidate]:
+        """PNAS's progressive plan; each round's surrogate is fitted on every score so far."""
+        c, ops = self.config, self.config.operators
+        first = enumerate_cells(ops)
+        if c.first_round and c.first_round < len(first):
+            first = random.Random(c.seed).sample(first, c.first_round)
+        for cell in first:
+            yield 1, cell, None
+        previous = self.records[-len(first):]
+        self.rounds.append({"round": 1, "blocks": 1, "trained": len(previous), "spearman": None})
+        for round_ in range(2, c.max_blocks + 1):
+            surrogate = MLPEnsemble(encoding_size(c.max_blocks, ops), c.surrogate_members,
+                                    c.surrogate_hidden, c.surrogate_epochs, seed=c.seed)
+            cells = [parse_cell(r["cell"], ops) for r in self.records]
+            surrogate.fit(encode(cells, c.max_blocks, ops),
+                          torch.tensor([r["score"] for r in self.records], dtype=torch.float64))
+            parents = sorted(previous, key=lambda r: (-r["score"], r["cell"]))[:c.beam]
+            children = list(dict.fromkeys(child for r in parents
+                                          for child in expand_cell(parse_cell(r["cell"], ops),
+                                                                   ops)))
+            predictions = surrogate.predict(encode(children, c.max_blocks, ops)).tolist()
+            order = sorted(range(len(children)), key=lambda i: (-predictions[i], i))
+            chosen = order[:c.top_k]
+            self.planned = len(self.records) + len(chosen) + (c.max_blocks - round_) * c.top_k
+            for i in chosen:
+                yield round_, children[i], predictions[i]
+            previous = self.records[-len(chosen):]
+            rho = spearman(torch.tensor([r["prediction"] for r in previous]),
+                           torch.tensor([r["score"] for r in previous]))
+            self.rounds.append({"round": round_, "blocks": round_, "expansions": len(children),
+                                "trained": len(previous), "surrogate_fitted_on": len(cells),
+                                "spearman": None if rho != rho else rho})
+
+    def step(self, budget_spent: Callable[[], bool]) -> dict[str, float]:
+        assert self.next is not None, "the loop stops when the plan is done"
+        round_, cell, prediction = self.next
+        text = format_cell(cell)
+        record = self.done.get((round_, text))
+        if record is None:
+            scored = self.trainer(cell)
+            record = {"round": round_, "cell": text, "blocks": len(cell),
+                      "parameters": scored.parameters, "score": scored.score,
+                      "ci95": scored.ci95, "prediction": prediction, "seconds": scored.seconds,
+                      "cpu_seconds": scored.cpu_seconds}
+            lines = [json.dumps(r) for r in [*self.records, record]]
+            write_text(self.out / "results.jsonl", "\n".join(lines) + "\n")
+        self.records.append(record)
+        self.next = self._advance()
+        return {"search/round": float(round_), "search/score": record["score"],
+                "search/ci95": record["ci95"],
+                "search/best_score": max(r["score"] for r in self.records),
+                "search/parameters": float(record["parameters"]),
+                "time/iteration_s": record["seconds"],
+                "time/iteration_cpu_s": record["cpu_seconds"]}
+
+    def after_log(self, logger: RunLogger) -> None:
+        pass
+
+    def save_checkpoint(self, train_seconds: float) -> None:
+        pass  # results.jsonl, rewritten after every candidate, is the search's checkpoint
+
+    def summary(self) -> dict[str, Any]:
+        return _finish(self.config, self.out, self.records, self.rounds)
+
+    def plot(self, run_dir: Path) -> None:
+        plot_search(run_dir / "search.png", self.records)
+
+
+class SearchLogger(RunLogger):
+    """The run logger with the search's scores on the progress bar and the stdout lines."""
+
+    echo_keys = ("search/round", "search/score", "search/best_score", "time/iteration_s")
+    description = "search"
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"best": f"{metrics['search/best_score']:.3f}"}
+
+
 def run_search(config: SearchConfig, out: str | Path, trainer: Trainer | None = None,
                progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the search into ``out``; returns the summary also in ``summary.json``.
@@ -151,65 +272,20 @@ def run_search(config: SearchConfig, out: str | Path, trainer: Trainer | None = 
     """
     out = Path(out)
     done = {(r["round"], r["cell"]): r for r in _prepare(config, out)}
-    started = time.perf_counter()
     if trainer is None:
         torch.set_num_threads(resolve_threads(config.torch_threads))
         trainer = reptile_trainer(config, load_data(config))
-    ops = config.operators
-    records: list[dict[str, Any]] = []
-    rounds: list[dict[str, Any]] = []
-    bar = tqdm(total=planned_candidates(config), desc="search", unit="cell", disable=not progress)
-
-    def evaluate(round_: int, cell: Cell, prediction: float | None) -> dict[str, Any]:
-        text = format_cell(cell)
-        record = done.get((round_, text))
-        if record is None:
-            scored = trainer(cell)
-            record = {"round": round_, "cell": text, "blocks": len(cell),
-                      "parameters": scored.parameters, "score": scored.score,
-                      "ci95": scored.ci95, "prediction": prediction, "seconds": scored.seconds,
-                      "cpu_seconds": scored.cpu_seconds}
-            lines = [json.dumps(r) for r in [*records, record]]
-            write_text(out / "results.jsonl", "\n".join(lines) + "\n")
-        records.append(record)
-        best = max(r["score"] for r in records)
-        bar.update(1)
-        bar.set_postfix(round=round_, best=f"{best:.3f}")
-        return record
-
-    try:
-        first = enumerate_cells(ops)
-        if config.first_round and config.first_round < len(first):
-            first = random.Random(config.seed).sample(first, config.first_round)
-        previous = [evaluate(1, cell, None) for cell in first]
-        rounds.append({"round": 1, "blocks": 1, "trained": len(previous), "spearman": None})
-        for round_ in range(2, config.max_blocks + 1):
-            surrogate = MLPEnsemble(encoding_size(config.max_blocks, ops),
-                                    config.surrogate_members, config.surrogate_hidden,
-                                    config.surrogate_epochs, seed=config.seed)
-            cells = [parse_cell(r["cell"], ops) for r in records]
-            surrogate.fit(encode(cells, config.max_blocks, ops),
-                          torch.tensor([r["score"] for r in records], dtype=torch.float64))
-            parents = sorted(previous, key=lambda r: (-r["score"], r["cell"]))[:config.beam]
-            children = list(dict.fromkeys(child for r in parents
-                                          for child in expand_cell(parse_cell(r["cell"], ops),
-                                                                   ops)))
-            predictions = surrogate.predict(encode(children, config.max_blocks, ops)).tolist()
-            order = sorted(range(len(children)), key=lambda i: (-predictions[i], i))
-            chosen = order[:config.top_k]
-            previous = [evaluate(round_, children[i], predictions[i]) for i in chosen]
-            rho = spearman(torch.tensor([r["prediction"] for r in previous]),
-                           torch.tensor([r["score"] for r in previous]))
-            rounds.append({"round": round_, "blocks": round_, "expansions": len(children),
-                           "trained": len(previous), "surrogate_fitted_on": len(cells),
-                           "spearman": None if rho != rho else rho})
-    finally:
-        bar.close()
-    return _finish(config, out, records, rounds, time.perf_counter() - started)
+    truncate_metrics(out / "metrics.jsonl", 0)  # a resumed search logs its candidates again
+    settings = LoopSettings(config.max_minutes, log_interval=1, checkpoint_interval=1,
+                            progress=progress,
+                            resume_hint=f"metarl search {out / 'config.yaml'} --out {out}")
+    seconds_before = sum(r["seconds"] for r in done.values())
+    return run_loop(SearchRun(config, out, trainer, done), out, settings, seconds_before,
+                    logger_class=SearchLogger)
 
 
 def _finish(config: SearchConfig, out: Path, records: list[dict[str, Any]],
-            rounds: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+            rounds: list[dict[str, Any]]) -> dict[str, Any]:
     write_json(out / "results.json", records)
     tmp = out / "results.csv.tmp"
     with tmp.open("w", newline="", encoding="utf-8") as handle:
@@ -220,21 +296,18 @@ def _finish(config: SearchConfig, out: Path, records: list[dict[str, Any]],
     write_json(out / "rounds.json", rounds)
     best = max(records, key=lambda r: (r["score"], -r["parameters"]))
     write_text(out / "best_cell.txt", best["cell"] + "\n")
-    summary = {
+    return {
         "best_cell": best["cell"],
         "best_score": best["score"],
         "best_ci95": best["ci95"],
         "best_parameters": best["parameters"],
         "candidates": len(records),
         "rounds": rounds,
-        "search_seconds_this_session": seconds,
         "train_seconds_total": sum(r["seconds"] for r in records),
         "train_cpu_seconds_total": sum(r["cpu_seconds"] for r in records),
         "retrain_presets": [str(path) for path in
                             write_retrain_presets(config, out, best["cell"], best["parameters"])],
     }
-    write_json(out / "summary.json", summary)
-    return summary
 
 
 def format_results(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:

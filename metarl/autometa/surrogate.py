@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from metarl.autometa.space import CELL_INPUTS, OPERATORS, Cell
+from metarl.fewshot.cell_space import CELL_INPUTS, OPERATORS, Cell
 
 
 def encoding_size(max_blocks: int, operators: Sequence[str] = OPERATORS) -> int:

@@ -207,7 +207,7 @@ class FewShotConfig:
             if self.problem != "omniglot" or self.learner == "protonet":
                 problems.append("a cell network needs problem omniglot and a gradient-based "
                                 "learner")
-            from metarl.autometa.space import parse_cell
+            from metarl.fewshot.cell_space import parse_cell
 
             try:
                 parse_cell(self.cell)

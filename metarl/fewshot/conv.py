@@ -12,7 +12,7 @@ normalised with its own support (or query) images only.
 
 ``ConvNet`` only owns the initial parameters; ``conv4(params, x)`` is the network. Shared
 parameters take ``[B, C, H, W]`` images; per-task stacked parameters (leading dimension N, as
-``metarl.adaptation.per_task`` makes) take ``[N, B, C, H, W]``. The per-task forward folds the
+``metarl.core.adaptation.per_task`` makes) take ``[N, B, C, H, W]``. The per-task forward folds the
 tasks into the channels and runs one grouped convolution (``groups=N``); batch norm over the
 folded channels then gives exactly the per-task statistics. For MAML's meta-gradient
 (5-way 1-shot, meta-batch 32, one inner step, 2-core CPU shared with another job, one thread)
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from metarl.linalg import Params
+from metarl.core.linalg import Params
 
 Pool = Literal["max", "stride"]
 PerTaskMode = Literal["grouped", "vmap", "loop"]

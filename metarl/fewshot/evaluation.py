@@ -7,9 +7,9 @@ query examples after every step; the mean over tasks and its 95% interval per st
 
 Each learner adapts at test time the way it adapted in training: SGD steps of ``inner_lr``
 (MAML, FOMAML and the pretrained and from-scratch baselines, through the shared
-``metarl.adaptation.adapt_step``); iMAML's safeguarded proximal gradient steps toward theta
-(``metarl.imaml.proximal_iterates``: a step that raises the proximal objective is undone and its
-rate halved, so a rate that is stable in training cannot diverge at test); Reptile's inner
+``metarl.core.adaptation.adapt_step``); iMAML's safeguarded proximal gradient steps toward theta
+(``metarl.core.imaml.proximal_iterates``: a step that raises the proximal objective is undone
+and its rate halved, so a rate that is stable in training cannot diverge at test); Reptile's inner
 optimiser (SGD, or a fresh Adam per task). Prototypical Networks take no gradient steps: the
 support set enters through the class prototypes, so a ProtoNets run reports one figure, its
 nearest-prototype accuracy, at step 0 (``adaptation: "prototypes"`` in ``eval.json``), and
@@ -26,19 +26,20 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from metarl.adaptation import adapt_step, per_task, summed_over_tasks
-from metarl.atomic_write import write_json
-from metarl.checkpoint import load_checkpoint
-from metarl.confidence import ci95
 from metarl.config import ConfigError, resolve_threads
+from metarl.core.adam import adam_init, adam_step
+from metarl.core.adaptation import adapt_step, per_task, summed_over_tasks
+from metarl.core.confidence import ci95
+from metarl.core.imaml import proximal_iterates
+from metarl.core.linalg import Params
 from metarl.fewshot.config import FewShotConfig, load_fewshot_config
 from metarl.fewshot.conv import Pool
 from metarl.fewshot.learners import REPTILE_ADAM_BETAS
-from metarl.fewshot.problems import Problem, Role, build_problem, task_generator
+from metarl.fewshot.problem_factory import build_problem
+from metarl.fewshot.problems import Problem, Role, task_generator
 from metarl.fewshot.protonet import protonet_logits
-from metarl.imaml import proximal_iterates
-from metarl.linalg import Params
-from metarl.outer import adam_init, adam_step
+from metarl.run.atomic_write import write_json
+from metarl.run.checkpoint import load_checkpoint
 
 CHECKPOINTS = ("best", "last")
 

@@ -3,11 +3,11 @@
 The learners differ only in the direction they give the outer step, all computed for the whole
 meta-batch at once (tasks are a tensor dimension):
 
-* ``maml`` / ``fomaml``: ``metarl.maml.meta_gradient`` through ``inner_steps`` SGD steps on the
+* ``maml`` / ``fomaml``: ``metarl.core.maml.meta_gradient`` through ``inner_steps`` SGD steps on the
   support set, the query loss of the adapted parameters (Finn et al. 2017, arXiv:1703.03400).
-* ``imaml``: ``metarl.imaml.imaml_gradient``, the implicit gradient of the proximal inner
+* ``imaml``: ``metarl.core.imaml.imaml_gradient``, the implicit gradient of the proximal inner
   problem (Rajeswaran et al. 2019, arXiv:1909.04630).
-* ``reptile``: ``metarl.reptile.reptile_direction``, ``mean_i (theta - phi_i)`` after
+* ``reptile``: ``metarl.core.reptile.reptile_direction``, ``mean_i (theta - phi_i)`` after
   ``inner_steps`` steps, each on its own ``train_shots`` examples per class (Nichol et al.
   2018, arXiv:1803.02999: different inner batches keep the term that favours generalisation
   within a task).
@@ -17,7 +17,7 @@ meta-batch at once (tasks are a tensor dimension):
   (the MAML paper's baseline).
 * ``scratch``: nothing is trained.
 
-The outer step is Adam or plain SGD (``metarl.outer.adam_step``) at the scheduled rate.
+The outer step is Adam or plain SGD (``metarl.core.adam.adam_step``) at the scheduled rate.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from metarl.core.adam import AdamState, adam_init, adam_step
+from metarl.core.guards import check_finite
+from metarl.core.imaml import imaml_gradient
+from metarl.core.linalg import Params
+from metarl.core.maml import meta_gradient
+from metarl.core.reptile import InnerOptimizer, reptile_direction
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.conv import Pool
 from metarl.fewshot.problems import Problem
 from metarl.fewshot.protonet import protonet_logits
 from metarl.fewshot.supervised import mixture_loss
-from metarl.guards import check_finite
-from metarl.imaml import imaml_gradient
-from metarl.linalg import Params
-from metarl.maml import meta_gradient
-from metarl.outer import AdamState, adam_init, adam_step
-from metarl.reptile import InnerOptimizer, reptile_direction
 
 REPTILE_ADAM_BETAS = (0.0, 0.999)  # Nichol et al.'s inner Adam: no first-moment averaging
 

@@ -1,6 +1,6 @@
 """A functional MLP for few-shot regression and its per-task mean-squared-error losses.
 
-As with the policies (``metarl.policies``), the ``nn.Module`` only owns the initial parameters;
+As with the policies (``metarl.core.policies``), the ``nn.Module`` only owns the initial parameters;
 every evaluation is the pure function ``mlp(params, x)`` of a parameter dict. The same code
 serves shared parameters (``weight [out, in]``, inputs ``[..., in]``) and per-task stacked
 parameters (``weight [N, out, in]``, inputs ``[N, K, in]``: one batched matmul over tasks).
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from metarl.linalg import Params
+from metarl.core.linalg import Params
 
 Activation = Literal["relu", "tanh"]
 Field = Literal["support", "query"]
@@ -97,7 +97,7 @@ def mse_loss(
 ) -> Callable[[Params, RegressionData], Tensor]:
     """``loss_fn(params, data)``: the mean squared error of the MLP on ``data``'s ``field``
     points, one value per task (``[N]`` for data ``[N, K, 1]``, a scalar for one task
-    ``[K, 1]``), as ``metarl.adaptation.adapt`` expects."""
+    ``[K, 1]``), as ``metarl.core.adaptation.adapt`` expects."""
     if field not in ("support", "query"):
         raise ValueError(f"unknown field {field!r} (known: support, query)")
     if activation not in _ACTIVATIONS:

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from metarl.core.linalg import Params
 from metarl.fewshot.conv import ConvNet, PerTaskMode, Pool, conv4
 from metarl.fewshot.omniglot import FewShotBatch
-from metarl.linalg import Params
 
 Field = Literal["support", "query"]
 

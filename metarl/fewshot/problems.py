@@ -4,8 +4,9 @@ network's initial parameters and the per-task score.
 A `Problem` is built from a `FewShotConfig`. ``sample("train", n, g)`` draws the training tasks
 (Reptile's with one support set per inner step); ``sample("val" | "test", n, g)`` draws
 ``ways``-way ``shots``-shot tasks with ``eval_queries`` queries to score. The losses return one
-value per task (``[N]`` for per-task stacked parameters), as ``metarl.adaptation.adapt`` expects;
-``score`` is the per-task query MSE (sinusoid) or accuracy (Omniglot) of per-task parameters.
+value per task (``[N]`` for per-task stacked parameters), as
+``metarl.core.adaptation.adapt`` expects; ``score`` is the per-task query MSE (sinusoid) or
+accuracy (Omniglot) of per-task parameters.
 
 Random streams: the training, validation and test tasks come from generators seeded by
 ``stream_seed(seed, stream)``, so the same integer seed never gives the same tasks in two roles.
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from metarl.config import ConfigError
+from metarl.core.linalg import Params
 from metarl.fewshot.config import FewShotConfig
 from metarl.fewshot.conv import Pool
 from metarl.fewshot.models import mse_loss
@@ -35,7 +37,6 @@ from metarl.fewshot.omniglot import (
 from metarl.fewshot.omniglot_training import accuracy, cross_entropy_loss, initial_conv_params
 from metarl.fewshot.sinusoid import SinusoidBatch, SinusoidTasks
 from metarl.fewshot.supervised import initial_params as initial_mlp_params
-from metarl.linalg import Params
 
 Role = Literal["train", "val", "test"]
 STREAMS: dict[Role, int] = {"train": 0, "val": 1, "test": 2}
@@ -176,18 +177,3 @@ def _has_omniglot(root: Path) -> bool:
     parts = ("images_background", "images_evaluation")
     return (all((root / f"{p}.npz").is_file() for p in parts)
             or all((root / p).is_dir() for p in parts))
-
-
-def build_problem(config: FewShotConfig) -> Problem:
-    """The task family of ``config.problem`` (Omniglot loads its data here)."""
-    if config.problem == "sinusoid":
-        return SinusoidProblem(config)
-    if config.cell:  # an architecture found by `metarl search`
-        from metarl.autometa.network import Layout
-        from metarl.autometa.problem import CellProblem
-        from metarl.autometa.space import parse_cell
-
-        data = load_omniglot(omniglot_root(config.data_path))
-        return CellProblem(config, data, parse_cell(config.cell), Layout(config.filters))
-    return OmniglotProblem(config)
-

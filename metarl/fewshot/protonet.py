@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from metarl.core.linalg import Params
 from metarl.fewshot.conv import Pool, conv4
 from metarl.fewshot.omniglot import FewShotBatch
-from metarl.linalg import Params
 
 
 def prototypes(embeddings: Tensor, labels: Tensor, ways: int) -> Tensor:

@@ -14,26 +14,28 @@ bit, on the same machine and threads).
 
 from __future__ import annotations
 
-import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from metarl.atomic_write import write_json
-from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.confidence import ci95
 from metarl.config import resolve_threads
+from metarl.core.adam import AdamState
+from metarl.core.confidence import ci95
 from metarl.fewshot.config import FewShotConfig, save_fewshot_config
 from metarl.fewshot.evaluation import adaptation_scores
 from metarl.fewshot.learners import FewShotState, initial_state, training_step
-from metarl.fewshot.problems import Problem, build_problem, task_generator
-from metarl.logger import RunLogger
-from metarl.outer import AdamState
-from metarl.plots import plot_fewshot_curves
-from metarl.resources import peak_rss_mb
-from metarl.trainer import truncate_metrics
+from metarl.fewshot.problem_factory import build_problem
+from metarl.fewshot.problems import Problem, task_generator
+from metarl.run.atomic_write import write_json
+from metarl.run.checkpoint import load_checkpoint, save_checkpoint
+from metarl.run.logger import RunLogger
+from metarl.run.loop import LoopSettings, run_loop
+from metarl.run.plots import plot_fewshot_curves
+from metarl.run.resources import peak_rss_mb
+from metarl.run.resume import check_iteration, check_same_run, truncate_metrics
 
 # Fields a resumed run may change: they touch neither the training maths nor its random stream
 # (with a linear learning-rate schedule the iteration count sets the rates, so it may not change).
@@ -93,15 +95,76 @@ def check_resumable(config: FewShotConfig, payload: dict[str, Any]) -> None:
     allowed = set(RESUMABLE_CHANGES)
     if config.outer_lr_schedule == "linear":
         allowed.discard("iterations")
-    saved = payload["config"]
-    changed = sorted(k for k, v in config.to_dict().items()
-                     if k not in allowed and saved.get(k) != v)
-    if changed:
-        raise ValueError(f"cannot resume with a different {', '.join(changed)} "
-                         f"(only {', '.join(sorted(allowed))} may change)")
-    if payload["iteration"] > config.iterations:
-        raise ValueError(f"the run is at iteration {payload['iteration']}, beyond --iterations "
-                         f"{config.iterations}")
+    check_same_run(config.to_dict(), payload["config"], FewShotConfig().to_dict(), allowed)
+    check_iteration(payload["iteration"], config.iterations)
+
+
+class FewShotRun:
+    """The few-shot run as the shared loop drives it: one outer step per iteration, a
+    validation every ``val_interval`` iterations (and on the last), the best checkpoint by
+    validation score."""
+
+    def __init__(self, config: FewShotConfig, problem: Problem, run_dir: Path,
+                 state: FewShotState, generator: torch.Generator,
+                 best: tuple[float | None, int | None]) -> None:
+        self.config, self.problem, self.run_dir = config, problem, run_dir
+        self.state, self.generator = state, generator
+        self.best_score, self.best_iteration = best
+        self.rng = generator.get_state()  # as of state.iteration, never mid-iteration
+        self.last_metrics: dict[str, float] = {}
+
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
+
+    @property
+    def iterations(self) -> int:
+        return self.config.iterations
+
+    def step(self, budget_spent: Callable[[], bool]) -> dict[str, float]:
+        c = self.config
+        began, cpu_began = time.perf_counter(), time.process_time()
+        state, metrics = training_step(c, self.problem, self.state, self.generator)
+        metrics["time/iteration_s"] = time.perf_counter() - began
+        metrics["time/iteration_cpu_s"] = time.process_time() - cpu_began
+        i = state.iteration
+        if c.val_interval and (i % c.val_interval == 0 or i == c.iterations or budget_spent()):
+            began = time.perf_counter()
+            score, interval = validation_score(c, self.problem, state.params)
+            metrics[f"val/{c.metric}"] = score
+            metrics[f"val/{c.metric}_ci95"] = interval
+            metrics["time/validation_s"] = time.perf_counter() - began
+            if improves(c, score, self.best_score):
+                self.best_score, self.best_iteration = score, i
+                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", checkpoint_payload(
+                    c, state, None, score, i, 0.0, score))
+        self.state, self.rng, self.last_metrics = state, self.generator.get_state(), metrics
+        return metrics
+
+    def after_log(self, logger: RunLogger) -> None:
+        pass
+
+    def save_checkpoint(self, train_seconds: float) -> None:
+        checkpoints = self.run_dir / "checkpoints"
+        save_checkpoint(checkpoints / "last.pt", checkpoint_payload(
+            self.config, self.state, self.rng, self.best_score, self.best_iteration,
+            train_seconds))
+        if not self.config.val_interval:  # no validation: the best parameters are the last
+            save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
+                self.config, self.state, None, None, None, train_seconds))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "problem": self.config.problem,
+            "learner": self.config.learner,
+            "final_train_loss": self.last_metrics.get("train/loss"),
+            f"best_val_{self.config.metric}": self.best_score,
+            "best_iteration": self.best_iteration,
+        }
+
+    def plot(self, run_dir: Path) -> None:
+        plot_fewshot_curves(run_dir / "curves.png",
+                            {self.config.learner: run_dir / "metrics.jsonl"}, self.config.metric)
 
 
 def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
@@ -114,107 +177,32 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
     torch.set_num_threads(resolve_threads(config.torch_threads))
     problem = build_problem(config)  # missing data fails here, before the run dir is touched
     generator = task_generator(config.seed, "train")
-    checkpoints = run_dir / "checkpoints"
-    best_score: float | None = None
-    best_iteration: int | None = None
+    best: tuple[float | None, int | None] = (None, None)
     seconds_before = 0.0
     if resume:
-        payload = load_checkpoint(checkpoints / "last.pt")
+        payload = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         check_resumable(config, payload)
         adam = payload["adam"]
         state = FewShotState(payload["params"], None if adam is None else AdamState(**adam),
                              payload["iteration"])
         generator.set_state(payload["rng"])
-        best_score, best_iteration = payload["best_score"], payload["best_iteration"]
+        best = payload["best_score"], payload["best_iteration"]
         seconds_before = payload["train_seconds"]
         truncate_metrics(run_dir / "metrics.jsonl", state.iteration)
     else:
         state = initial_state(config, problem.initial_params())
     run_dir.mkdir(parents=True, exist_ok=True)
     save_fewshot_config(config, run_dir / "config.yaml")
-    started = time.perf_counter()
-    metrics: dict[str, float] = {}
-    seconds: list[float] = []
-    cpu_seconds: list[float] = []
-    out_of_time = False
-
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - started
-
-    def save_last(saved: FewShotState, rng: torch.Tensor) -> None:
-        save_checkpoint(checkpoints / "last.pt", checkpoint_payload(
-            config, saved, rng, best_score, best_iteration, elapsed()))
-
-    def write_summary(final: FewShotState) -> dict[str, Any]:
-        summary = {
-            "problem": config.problem,
-            "learner": config.learner,
-            "iterations": final.iteration,
-            "minutes": (time.perf_counter() - started) / 60,
-            "train_minutes_total": elapsed() / 60,
-            "seconds_per_iteration_median": statistics.median(seconds) if seconds else None,
-            "cpu_seconds_per_iteration_median": (statistics.median(cpu_seconds) if cpu_seconds
-                                                 else None),
-            "peak_memory_mb": peak_rss_mb(),
-            "torch_threads": torch.get_num_threads(),
-            "stopped_by_time_budget": out_of_time and final.iteration < config.iterations,
-            "final_train_loss": metrics.get("train/loss"),
-            f"best_val_{config.metric}": best_score,
-            "best_iteration": best_iteration,
-        }
-        write_json(run_dir / "summary.json", summary)
-        plot_fewshot_curves(run_dir / "curves.png", {config.learner: run_dir / "metrics.jsonl"},
-                            config.metric)
-        return summary
-
-    if config.learner == "scratch":
-        save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
+    run = FewShotRun(config, problem, run_dir, state, generator, best)
+    if config.learner == "scratch":  # nothing to train: the initialisation is the result
+        run.save_checkpoint(0.0)
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", checkpoint_payload(
             config, state, None, None, None, 0.0))
-        save_last(state, generator.get_state())
-        return write_summary(state)
-    # What an interruption saves: the last state whose metrics were logged, and the
-    # generator as it was then.
-    logged = (state, generator.get_state())
-    summary: dict[str, Any] = {}
-    with FewShotLogger(run_dir, config.iterations, progress, initial=state.iteration
-                       ) as logger:
-        try:
-            while state.iteration < config.iterations:
-                began, cpu_began = time.perf_counter(), time.process_time()
-                state, metrics = training_step(config, problem, state, generator)
-                metrics["time/iteration_s"] = time.perf_counter() - began
-                # CPU seconds of this process: on a machine shared with other work, the
-                # time an iteration would take on free cores (with one torch thread).
-                metrics["time/iteration_cpu_s"] = time.process_time() - cpu_began
-                seconds.append(metrics["time/iteration_s"])
-                cpu_seconds.append(metrics["time/iteration_cpu_s"])
-                i = state.iteration
-                out_of_time = 0 < config.max_minutes * 60 <= elapsed()
-                due = config.val_interval and (i % config.val_interval == 0
-                                               or i == config.iterations or out_of_time)
-                if due:
-                    began = time.perf_counter()
-                    score, interval = validation_score(config, problem, state.params)
-                    metrics[f"val/{config.metric}"] = score
-                    metrics[f"val/{config.metric}_ci95"] = interval
-                    metrics["time/validation_s"] = time.perf_counter() - began
-                    if improves(config, score, best_score):
-                        best_score, best_iteration = score, i
-                        save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
-                            config, state, None, score, i, elapsed(), score))
-                logger.log(i, metrics, i % config.log_interval == 0 or i == 1)
-                logged = (state, generator.get_state())
-                if i % config.checkpoint_interval == 0:
-                    save_last(*logged)
-                if out_of_time and i < config.iterations:
-                    logger.bar.write(f"stopped at iteration {i}: the time budget of "
-                                     f"{config.max_minutes:g} minutes is spent")
-                    break
-        finally:  # also when interrupted: the finished iterations keep checkpoint and summary
-            if logged[0].iteration > 0:
-                save_last(*logged)
-                if not config.val_interval:  # no validation: the best parameters are the last
-                    save_checkpoint(checkpoints / "best.pt", checkpoint_payload(
-                        config, logged[0], None, None, None, elapsed()))
-                summary = write_summary(logged[0])
-    return summary
+        summary = {**run.summary(), "iterations": 0, "minutes": 0.0,
+                   "peak_memory_mb": peak_rss_mb()}
+        write_json(run_dir / "summary.json", summary)
+        return summary
+    settings = LoopSettings(config.max_minutes, config.log_interval,
+                            config.checkpoint_interval, progress,
+                            resume_hint=f"metarl train --resume {run_dir}")
+    return run_loop(run, run_dir, settings, seconds_before, logger_class=FewShotLogger)

@@ -2,8 +2,9 @@
 
 A task is ``y = A sin(x - phase)`` with amplitude ``A ~ U[0.1, 5]`` and phase ``~ U[0, pi]``;
 its inputs are ``x ~ U[-5, 5]``. A meta-batch of N tasks is sampled as whole tensors with a
-leading task dimension, ready for ``metarl.adaptation.adapt`` and ``metarl.maml.meta_gradient``:
-support and query points are drawn independently from the same task.
+leading task dimension, ready for ``metarl.core.adaptation.adapt`` and
+``metarl.core.maml.meta_gradient``: support and query points are drawn independently from the
+same task.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from metarl.core.linalg import Params
 from metarl.fewshot.models import MLP, Activation, mlp
 from metarl.fewshot.sinusoid import SinusoidBatch
-from metarl.linalg import Params
 
 
 def initial_params(seed: int = 0, hidden_sizes: Sequence[int] = (40, 40),

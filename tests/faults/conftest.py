@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
-from metarl.trainer import RESUMABLE_CHANGES
+from metarl.rl.trainer import RESUMABLE_CHANGES
+from metarl.run.checkpoint import load_checkpoint
 
 # A navigation run small enough for a test: each iteration takes milliseconds.
 TINY = ["--meta-batch-size", "2", "--episodes-per-task", "2", "--horizon", "6",
@@ -134,7 +134,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot
 import torch, torch._dynamo
 from torch.utils.tensorboard import SummaryWriter
-import metarl.cli, metarl.trainer
+import metarl.cli, metarl.rl.trainer
 out = sys.stdout.buffer
 for line in sys.stdin.buffer:
     argv, log, prelude = json.loads(line)

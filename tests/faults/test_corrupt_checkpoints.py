@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from metarl.checkpoint import DIGEST_KEY, load_checkpoint
+from metarl.run.checkpoint import DIGEST_KEY, load_checkpoint
 
 pytestmark = pytest.mark.faults
 

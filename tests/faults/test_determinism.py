@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from metarl.checkpoint import content_digest, load_checkpoint
 from metarl.config import TrainConfig
 from metarl.envs.navigation import Navigation2DVectorEnv
 from metarl.fewshot.config import is_fewshot_config
-from metarl.trainer import MetaLearner
+from metarl.rl.meta_learner import MetaLearner
+from metarl.run.checkpoint import content_digest, load_checkpoint
 
 pytestmark = pytest.mark.faults
 

@@ -9,20 +9,24 @@ from typing import Any
 
 import pytest
 
-from metarl.checkpoint import load_checkpoint
 from metarl.config import ConfigError, TrainConfig
-from metarl.trainer import MetaLearner
+from metarl.rl.combination import check_combination
+from metarl.rl.learners import LEARNERS
+from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.outer_steps import OUTER_STEPS
+from metarl.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.faults
 
 
 def _valid_combinations() -> list[tuple[str, str, str]]:
     valid = []
-    for learner in ("maml", "fomaml", "reptile", "imaml", "pretrained"):
-        for outer in ("trpo", "adam", "sgd", "promp"):
+    for learner in LEARNERS:
+        for outer in OUTER_STEPS:
             for estimator in ("maml", "lvc", "dice"):
                 try:
-                    TrainConfig(learner=learner, outer=outer, estimator=estimator)
+                    check_combination(TrainConfig(learner=learner, outer=outer,
+                                                  estimator=estimator))
                 except ConfigError:
                     continue
                 valid.append((learner, outer, estimator))

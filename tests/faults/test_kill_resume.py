@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from metarl.checkpoint import load_checkpoint
+from metarl.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.faults
 
@@ -102,7 +102,7 @@ def test_kill_9_at_random_moments_then_resume_ends_exactly_like_an_uninterrupted
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_dropped_on_resume(tmp_path: Path) -> None:
-    from metarl.trainer import truncate_metrics
+    from metarl.run.resume import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iteration": 1}\n{"iteration": 2}\n{"iterat')

@@ -10,9 +10,9 @@ from typing import Any
 import gymnasium
 import pytest
 
-import metarl.throughput
+import metarl.rl.throughput
 from metarl.config import TrainConfig
-from metarl.watchdog import StallError
+from metarl.run.watchdog import StallError
 
 pytestmark = pytest.mark.faults
 
@@ -23,7 +23,7 @@ CONFIG = TrainConfig(meta_batch_size=1, episodes_per_task=2, horizon=3, hidden_s
 def _fail_on_async(monkeypatch: pytest.MonkeyPatch, fault: str) -> list[Any]:
     closed: list[Any] = []
     real_close = gymnasium.vector.AsyncVectorEnv.close
-    real_rate = metarl.throughput._steps_per_second
+    real_rate = metarl.rl.throughput._steps_per_second
 
     def close(self: Any, **kwargs: Any) -> None:
         closed.append(kwargs)
@@ -39,7 +39,7 @@ def _fail_on_async(monkeypatch: pytest.MonkeyPatch, fault: str) -> list[Any]:
         return real_rate(env, act, horizon)
 
     monkeypatch.setattr(gymnasium.vector.AsyncVectorEnv, "close", close)
-    monkeypatch.setattr(metarl.throughput, "_steps_per_second", rate)
+    monkeypatch.setattr(metarl.rl.throughput, "_steps_per_second", rate)
     return closed
 
 
@@ -51,7 +51,7 @@ def test_async_workers_are_ended_on_an_error_or_a_stall(
     closed = _fail_on_async(monkeypatch, fault)
     start = time.monotonic()
     with pytest.raises(error) as raised:
-        metarl.throughput.run_throughput(CONFIG, async_envs=1)
+        metarl.rl.throughput.run_throughput(CONFIG, async_envs=1)
     assert time.monotonic() - start < 60
     # ``raised`` keeps the traceback, hence the environment, alive: its worker must be gone
     # because the benchmark ended it, not because the garbage collector did

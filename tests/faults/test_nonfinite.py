@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.checkpoint import load_checkpoint
 from metarl.envs.navigation import Navigation2DVectorEnv
-from metarl.trainer import MetaLearner
+from metarl.rl.learners import LEARNERS
+from metarl.rl.meta_learner import MetaLearner
+from metarl.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.faults
 
@@ -41,22 +42,28 @@ def _poison_env(monkeypatch: pytest.MonkeyPatch, field: int, value: float, call:
 
 
 def _poison_meta_gradient(monkeypatch: pytest.MonkeyPatch, in_loss: bool, value: float) -> None:
-    real = MetaLearner.meta_gradient
+    """Poison the direction every registered learner hands its outer step, at the
+    ``BAD_ITERATION``-th call."""
     calls = {"n": 0}
 
-    def meta_gradient(self: MetaLearner, params: Any, batch: Any) -> Any:
-        calls["n"] += 1
-        loss, grads, metrics = real(self, params, batch)
-        if calls["n"] == BAD_ITERATION:
-            if in_loss:
-                loss = loss * value
-            else:
-                name = sorted(grads)[0]
-                grads = {**grads, name: grads[name].clone().index_fill_(0, torch.tensor([0]),
-                                                                       value)}
-        return loss, grads, metrics
+    def poisoned(real: Any) -> Any:
+        def direction(self: Any, params: Any, batch: Any) -> Any:
+            calls["n"] += 1
+            loss, grads, metrics = real(self, params, batch)
+            if calls["n"] == BAD_ITERATION:
+                if in_loss:
+                    loss = loss * value
+                else:
+                    name = sorted(grads)[0]
+                    grads = {**grads, name: grads[name].clone().index_fill_(
+                        0, torch.tensor([0]), value)}
+            return loss, grads, metrics
 
-    monkeypatch.setattr(MetaLearner, "meta_gradient", meta_gradient)
+        return direction
+
+    for cls in LEARNERS.values():
+        if "direction" in vars(cls):  # each override once; subclasses inherit the wrapper
+            monkeypatch.setattr(cls, "direction", poisoned(vars(cls)["direction"]))
 
 
 def _poison_update(monkeypatch: pytest.MonkeyPatch, value: float) -> None:

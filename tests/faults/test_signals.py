@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from metarl.checkpoint import load_checkpoint
-from metarl.trainer import MetaLearner
+from metarl.rl.meta_learner import MetaLearner
+from metarl.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.faults
 
@@ -50,7 +50,8 @@ def test_interrupt_checkpoints_exits_130_and_resumes_exactly(
     _signal_during_update(monkeypatch, 2, signals)
     code, err = cli("train", "navigation2d", "--run-dir", str(run), *settings)
     assert code == 130
-    assert err.splitlines()[-1] == "metarl: error: interrupted"
+    assert err.splitlines()[-1] == (f"metarl: error: interrupted at iteration {completed}; "
+                                    f"continue with: metarl train --resume {run}")
     assert "stopping after this iteration" in err and "Traceback" not in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == completed
     assert len((run / "metrics.jsonl").read_text().splitlines()) == completed
@@ -91,6 +92,6 @@ def test_sigint_at_a_random_moment_of_a_real_process(
     assert code in (0, 130), text
     assert "Traceback" not in text
     if code == 130:
-        assert text.splitlines()[-1] == "metarl: error: interrupted"
+        assert text.splitlines()[-1].startswith("metarl: error: interrupted")
         assert zygote.run(["train", "--resume", str(run), "--no-progress"], log) == 0
     helpers.assert_same_run(whole, run)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from metarl.checkpoint import load_checkpoint
 from metarl.envs.navigation import Navigation2DVectorEnv
+from metarl.run.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.faults
 

@@ -1,0 +1,272 @@
+"""The MAML meta-objective and its gradient (Finn et al. 2017, arXiv:1703.03400, Algorithm 3).
+
+For every task of a meta-batch the meta-parameters theta are adapted by ``adapt`` on the task's
+support data, and the adapted parameters phi_i(theta) are scored on its query data. The
+meta-gradient differentiates through the inner step (second order) unless ``first_order``.
+
+Meta-gradient estimator: whichever the inner loss implements (``metarl.core.estimators``): the
+original MAML-RL surrogate by default, ProMP's LVC or DiCE on request.
+
+Tasks are a tensor dimension: parameters are expanded to ``[N, ...]`` and every task's forward
+pass is one batched matmul. ``meta_gradient`` also offers ``torch.func.vmap`` over tasks (with a
+``chunk_size``) and a plain loop, used by the tests (all three agree) and by ``metarl bench``,
+which measures them; the batched form was fastest here (docs/results/speed.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from metarl.core.adaptation import adapt, per_task, select_tasks, task_count
+from metarl.core.episodes import StepBatch, masked_mean
+from metarl.core.linalg import Params, detached_leaves, gauss_newton_vector_product, unflatten
+from metarl.core.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+
+GradientMode = Literal["batched", "vmap", "loop"]
+
+
+class QueryBatch(NamedTuple):
+    """Query steps with the sampling (old) policy's outputs, for the TRPO surrogate and KL."""
+
+    steps: StepBatch
+    old_mean: Tensor  # [N, M, act]
+    old_log_std: Tensor  # [N, 1, act]
+    old_log_prob: Tensor  # [N, M]
+
+
+class MetaBatch(NamedTuple):
+    supports: list[StepBatch]  # one per inner step; step s was sampled with phi after s steps
+    query: QueryBatch
+
+
+QueryLoss = Callable[[Params, QueryBatch], Tensor]  # one loss per task
+
+
+def surrogate_loss(policy: GaussianMLPPolicy) -> QueryLoss:
+    """Importance-weighted surrogate ``-mean_t ratio_t A_t`` per task (Schulman et al. 2015,
+    arXiv:1502.05477, eq. 14); its gradient at the sampling parameters is the policy gradient."""
+
+    def loss(params: Params, query: QueryBatch) -> Tensor:
+        log_prob = policy.log_prob(params, query.steps.observations, query.steps.actions)
+        ratio = torch.exp(log_prob - query.old_log_prob)
+        return -masked_mean(ratio * query.steps.advantages, query.steps.mask)
+
+    return loss
+
+
+def query_loss_and_kl(
+    policy: GaussianMLPPolicy,
+    inner_loss: Callable[[Params, StepBatch], Tensor],
+    params: Params,
+    batch: MetaBatch,
+    inner_lr: float,
+    first_order: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Mean over tasks of the adapted policies' surrogate loss and of KL(old || adapted),
+    computed ``chunk_size`` tasks at a time (all if None or 0)."""
+    n = batch.query.old_log_prob.shape[0]
+    chunk = chunk_size or n
+    loss_sum, kl_sum = torch.zeros(()), torch.zeros(())
+    for start in range(0, n, chunk):
+        part: MetaBatch = select_tasks(batch, slice(start, start + chunk))
+        m = part.query.old_log_prob.shape[0]
+        adapted = adapt(inner_loss, per_task(params, m), part.supports, inner_lr, first_order)
+        steps = part.query.steps
+        mean, log_std = policy.distribution_params(adapted, steps.observations)
+        log_prob = gaussian_log_prob(mean, log_std, steps.actions)
+        ratio = torch.exp(log_prob - part.query.old_log_prob)
+        loss_sum = loss_sum - masked_mean(ratio * steps.advantages, steps.mask).sum()
+        kl = gaussian_kl(part.query.old_mean, part.query.old_log_std, mean, log_std)
+        kl_sum = kl_sum + masked_mean(kl, steps.mask).sum()
+    return loss_sum / n, kl_sum / n
+
+
+def meta_gradient(
+    inner_loss: Callable[[Params, Any], Tensor],
+    outer_loss: Callable[[Params, Any], Tensor],
+    params: Params,
+    supports: Sequence[Any],
+    query: Any,
+    inner_lr: float,
+    first_order: bool = False,
+    mode: GradientMode = "batched",
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Params]:
+    """Value and gradient of ``mean_i outer_loss(adapt(params, supports_i), query_i)``.
+
+    Every leaf tensor of ``supports`` and ``query`` has a leading task dimension N.
+    ``mode`` picks how tasks are batched: stacked per-task parameters with batched matmuls,
+    ``vmap``, or a loop. ``chunk_size`` tasks are processed at a time (all if None or 0) in the
+    batched and vmap modes, which bounds the memory of the second-order graph.
+    """
+    supports = list(supports)
+    n = task_count(query)
+    chunk = chunk_size or n
+
+    def task_objective(p: Params, task_supports: list[Any], task_query: Any) -> Tensor:
+        return outer_loss(adapt(inner_loss, p, task_supports, inner_lr, first_order), task_query)
+
+    if mode == "batched":
+
+        def chunk_objective(p: Params, chunk_supports: list[Any], chunk_query: Any) -> Tensor:
+            m = task_count(chunk_query)
+            adapted = adapt(inner_loss, per_task(p, m), chunk_supports, inner_lr, first_order)
+            return outer_loss(adapted, chunk_query).sum() / n
+
+        chunk_value_and_grad = torch.func.grad_and_value(chunk_objective)
+        total: Tensor = torch.zeros(())
+        grads: Params = {k: torch.zeros_like(v) for k, v in params.items()}
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            g, loss = chunk_value_and_grad(params, select_tasks(supports, part),
+                                           select_tasks(query, part))
+            total = total + loss.detach()
+            grads = {k: grads[k] + g[k] for k in grads}
+        return total, grads
+    value_and_grad = torch.func.grad_and_value(task_objective)
+    if mode == "vmap":
+        stacked, losses = torch.func.vmap(value_and_grad, in_dims=(None, 0, 0),
+                                          chunk_size=chunk)(params, supports, query)
+        return losses.mean(), {k: g.mean(0) for k, g in stacked.items()}
+    if mode == "loop":
+        results = [value_and_grad(params, select_tasks(supports, i), select_tasks(query, i))
+                   for i in range(n)]
+        mean_loss = torch.stack([loss for _, loss in results]).mean()
+        return mean_loss, {k: torch.stack([g[k] for g, _ in results]).mean(0) for k in params}
+    raise ValueError(f"unknown meta-gradient mode {mode!r} (known: batched, vmap, loop)")
+
+
+def random_subset(size: int, fraction: float, generator: torch.Generator) -> Tensor:
+    """A sorted random ``fraction`` of ``range(size)`` (at least one; all, drawing nothing, if
+    the fraction is 1)."""
+    if fraction >= 1.0:
+        return torch.arange(size)
+    keep = max(1, math.ceil(fraction * size))
+    return torch.randperm(size, generator=generator)[:keep].sort().values
+
+
+def curvature_subsample(batch: MetaBatch, step_fraction: float, generator: torch.Generator,
+                        task_fraction: float = 1.0) -> MetaBatch:
+    """The part of the batch on which TRPO measures its curvature: a random ``task_fraction``
+    of the tasks, each with all its support steps and the same random ``step_fraction`` of
+    its query steps.
+
+    TRPO estimates its curvature on a subsample of the data (Schulman et al. 2015,
+    arXiv:1502.05477, Sec. 8); the gradient and the line search keep all of it. The supports of
+    a kept task stay whole: the Fisher-vector product's Jacobian runs through the adaptation,
+    and adapting on part of the support data would take it at other parameters than the
+    adapted policy that sampled the query, so the product would no longer be the KL's Hessian.
+    Dropping whole tasks keeps it exact, and saves the Hessian-vector products through their
+    adaptation, the product's main cost.
+    """
+    if task_fraction < 1.0:
+        tasks = random_subset(task_count(batch.query), task_fraction, generator)
+        batch = select_tasks(batch, tasks)
+    if step_fraction >= 1.0:
+        return batch
+    q = batch.query
+    index = random_subset(q.steps.mask.shape[-1], step_fraction, generator)
+    query = QueryBatch(
+        steps=q.steps.subsample(index),
+        old_mean=q.old_mean.index_select(-2, index),
+        old_log_std=q.old_log_std,
+        old_log_prob=q.old_log_prob.index_select(-1, index),
+    )
+    return MetaBatch(batch.supports, query)
+
+
+def pre_update_fisher_product(
+    policy: GaussianMLPPolicy, params: Params, support: StepBatch
+) -> Callable[[Tensor], Tensor]:
+    """``v -> F_pre v`` with F_pre the Hessian at ``params`` of the mean over tasks of
+    KL(pi_params_old || pi_params) on the ``support`` states: the curvature of the pre-update
+    (support-sampling) policy's change, in Gauss-Newton form, exact at the old policy."""
+    n = support.mask.shape[0]
+    leaves = detached_leaves(params)
+    mean, log_std = policy.distribution_params(leaves, support.observations)
+    weights = support.mask / (n * support.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
+    inverse_var = torch.exp(-2 * log_std.detach())
+    curvature_mean = weights.unsqueeze(-1) * inverse_var
+    curvature_log_std = 2 * weights.sum() * torch.ones_like(log_std)
+    return gauss_newton_vector_product(
+        outputs=[mean, log_std], wrt=list(leaves.values()),
+        curvature=[curvature_mean, curvature_log_std],
+    )
+
+
+def fisher_vector_product(
+    policy: GaussianMLPPolicy,
+    inner_loss: Callable[[Params, StepBatch], Tensor],
+    params: Params,
+    batch: MetaBatch,
+    inner_lr: float,
+    first_order: bool = False,
+    damping: float = 0.0,
+) -> Callable[[Tensor], Tensor]:
+    """``v -> (F + damping I) v`` with F the Hessian in theta of the mean KL(old || phi(theta))
+    over the query steps of ``batch``, evaluated at ``params``.
+
+    At the old policy the KL's gradient vanishes, so F is exact in Gauss-Newton form: per task,
+    ``F_i = P_i^T G_i P_i`` with ``P_i = d phi_i / d theta`` the Jacobian of the adaptation and
+    ``G_i = J_i^T M_i J_i`` the Gauss-Newton matrix at phi_i (J_i the Jacobian of the policy's
+    means at the query states and log-stds, M_i the KL's Hessian in those outputs: ``w / var``
+    for each mean and ``2 sum_t w`` for each log-std, w each step's weight in the mean KL).
+
+    Each inner step s contributes ``P_s = I - lr H_s``, H_s the Hessian of the inner loss on
+    all of step s's support data at the parameters before that step; ``P_s`` is symmetric and
+    applied as a Hessian-vector product through a gradient graph built once here and reused by
+    every product. First-order adaptation has ``P = I``.
+    """
+    n = batch.query.old_log_prob.shape[0]
+    current = {k: v.detach().unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+    inner_graphs: list[tuple[list[Tensor], tuple[Tensor, ...]]] = []
+    for support in batch.supports:
+        leaves = detached_leaves(current)
+        grads = torch.autograd.grad(inner_loss(leaves, support).sum(), list(leaves.values()),
+                                    create_graph=not first_order)
+        inner_graphs.append((list(leaves.values()), grads))
+        current = {k: leaves[k].detach() - inner_lr * g.detach() for k, g in zip(leaves, grads)}
+    adapted = detached_leaves(current)
+    steps = batch.query.steps
+    mean, log_std = policy.distribution_params(adapted, steps.observations)
+    weights = steps.mask / (n * steps.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
+    inverse_var = torch.exp(-2 * batch.query.old_log_std)  # [N, 1, act]
+    curvature_mean = weights.unsqueeze(-1) * inverse_var
+    curvature_log_std = (2 * weights.sum(-1)).view(n, 1, 1).expand_as(log_std)
+    gauss_newton = gauss_newton_vector_product(
+        outputs=[mean, log_std], wrt=list(adapted.values()),
+        curvature=[curvature_mean, curvature_log_std],
+    )
+    shapes = [v.shape for v in adapted.values()]
+
+    def through_inner_step(graph: tuple[list[Tensor], tuple[Tensor, ...]],
+                           vectors: list[Tensor]) -> list[Tensor]:
+        """``(I - lr H_s) v`` for every task's own vector."""
+        leaves, grads = graph
+        hessian_v = torch.autograd.grad(grads, leaves, grad_outputs=vectors, retain_graph=True)
+        return [v - inner_lr * h for v, h in zip(vectors, hessian_v)]
+
+    def product(vector: Tensor) -> Tensor:
+        per_task_v = [piece.unsqueeze(0).expand(shape) for piece, shape
+                      in zip(unflatten(vector, params).values(), shapes)]
+        if not first_order:
+            for graph in inner_graphs:
+                per_task_v = through_inner_step(graph, per_task_v)
+        flat_gn = gauss_newton(torch.cat([v.reshape(-1) for v in per_task_v]))
+        pieces, offset = [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            pieces.append(flat_gn[offset: offset + size].view(shape))
+            offset += size
+        if not first_order:
+            for graph in reversed(inner_graphs):
+                pieces = through_inner_step(graph, pieces)
+        return torch.cat([p.sum(0).reshape(-1) for p in pieces]) + damping * vector
+
+    return product

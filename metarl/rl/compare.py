@@ -1,0 +1,155 @@
+"""`metarl compare`: a meta-trained run against the MAML paper's baselines, one protocol for all.
+
+Finn et al. 2017 (arXiv:1703.03400, Sec. 5.3, Fig. 5) judge MAML-RL against three references,
+each evaluated here exactly like the run itself (``evaluate_adaptation``: the same held-out tasks
+and sampling seeds, the same inner loop and step sizes, 0..k vanilla policy-gradient steps):
+
+- ``pretrained``: one policy trained jointly on tasks of the distribution with the run's own
+  outer optimiser and sample budget (``learner: pretrained``), then fine-tuned;
+- ``random``: the run's initial parameters (a random initialisation), fine-tuned;
+- ``oracle``: a policy that sees the task parameters in its observation (stable-baselines3 PPO,
+  ``metarl.rl.oracle``); it does not adapt, so it is one dashed line.
+
+The baselines are trained once into ``RUN_DIR/baselines/`` and reused (an interrupted pretrained
+run resumes), so comparing again, or with more tasks, costs only the evaluations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metarl.config import TrainConfig, load_config, resolve_threads
+from metarl.core.linalg import Params
+from metarl.rl.evaluation import evaluate_adaptation, summarize
+from metarl.rl.policy import initial_params, load_params
+from metarl.rl.trainer import train
+from metarl.run.atomic_write import write_json
+from metarl.run.plots import plot_returns_vs_steps
+
+BASELINES = ("pretrained", "random", "oracle")
+
+
+def parse_baselines(text: str) -> list[str]:
+    """``"pretrained,oracle"`` -> the names, each checked against ``BASELINES``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline {unknown[0]!r} (known: {', '.join(BASELINES)})")
+    return names
+
+
+def pretrained_config(config: TrainConfig, iterations: int | None) -> TrainConfig:
+    """The run's config turned into the pretrained baseline's: same tasks, sizes and outer step
+    (TRPO where the run used ProMP, whose inner KL penalty needs adaptation)."""
+    return dataclasses.replace(
+        config,
+        learner="pretrained",
+        outer="trpo" if config.outer == "promp" else config.outer,
+        estimator="maml",
+        first_order=False,
+        iterations=config.iterations if iterations is None else iterations,
+        video_interval=0,
+    )
+
+
+def pretrained_params(config: TrainConfig, run_dir: Path, iterations: int | None,
+                      progress: bool) -> Params:
+    """Train (or reuse, or resume) the pretrained baseline in ``run_dir``; its best checkpoint,
+    chosen like the run's own by training return."""
+    baseline = pretrained_config(config, iterations)
+    finished = (run_dir / "summary.json").is_file()
+    last = run_dir / "checkpoints" / "last.pt"
+    if not finished:
+        print(f"training the pretrained baseline into {run_dir}")
+        train(baseline, run_dir, progress=progress, resume=last.is_file())
+    elif load_config(run_dir / "config.yaml") != baseline:
+        raise ValueError(f"{run_dir} holds a pretrained baseline of another config; remove it "
+                         "to retrain")
+    return load_params(run_dir / "checkpoints" / "best.pt", baseline)[0]
+
+
+def compare_run(
+    run_dir: str | Path,
+    baselines: list[str],
+    out: str | Path | None = None,
+    tasks: int | None = None,
+    steps: int | None = None,
+    episodes: int | None = None,
+    seed: int = 1000,
+    pretrained_iterations: int | None = None,
+    oracle_timesteps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
+    ``compare.json`` (``{method: {"steps", "mean", "ci95"}}``), ``compare.md`` and
+    ``compare.png`` into ``out`` (default ``RUN_DIR/compare``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    if config.learner == "pretrained":
+        raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")
+    out = run_dir / "compare" if out is None else Path(out)
+    tasks = config.eval_tasks if tasks is None else tasks
+    steps = config.eval_steps if steps is None else steps
+    episodes = config.eval_episodes if episodes is None else episodes
+    if "oracle" in baselines:
+        from metarl.rl.oracle import check_oracle_available
+
+        check_oracle_available(config)  # before hours of other work, not after
+    torch.set_num_threads(resolve_threads(config.torch_threads))
+
+    def evaluated(params: Params) -> dict[str, Any]:
+        outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
+        mean, ci95 = summarize(outcome["returns"])
+        return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95}
+
+    params, _ = load_params(run_dir / "checkpoints" / "best.pt", config)
+    results = {method_name(config): evaluated(params)}
+    for name in baselines:
+        if name == "pretrained":
+            params = pretrained_params(config, run_dir / "baselines" / "pretrained",
+                                       pretrained_iterations, progress)
+            results["pretrained"] = evaluated(params)
+        elif name == "random":
+            results["random"] = evaluated(initial_params(config))
+        else:
+            from metarl.rl.oracle import evaluate_oracle, train_oracle
+
+            model = train_oracle(config, run_dir / "baselines" / "oracle", oracle_timesteps,
+                                 progress)
+            returns = evaluate_oracle(config, model, tasks, episodes, seed)
+            results["oracle"] = {"steps": list(range(steps + 1)),
+                                 "mean": [float(returns.mean())] * (steps + 1),
+                                 "ci95": [summarize(returns[None])[1][0]] * (steps + 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "compare.json", results)
+    table = format_markdown(results, config.env_id, tasks, episodes)
+    (out / "compare.md").write_text(table)
+    plot_returns_vs_steps(out / "compare.png", results, dashed=("oracle",),
+                          title=f"{config.env_id}: {tasks} held-out tasks")
+    print(table)
+    print(f"results: {out / 'compare.json'}, plot: {out / 'compare.png'}")
+    return results
+
+
+def method_name(config: TrainConfig) -> str:
+    """The run's label: learner, estimator where not the default, outer step."""
+    estimator = "" if config.estimator == "maml" else f" ({config.estimator.upper()})"
+    return f"{config.learner.upper()}-{config.outer.upper()}{estimator}"
+
+
+def format_markdown(results: dict[str, Any], env_id: str, tasks: int, episodes: int) -> str:
+    steps = next(iter(results.values()))["steps"]
+    lines = [f"{env_id}: mean return over {tasks} held-out tasks ({episodes} episodes per task "
+             "and step), 95% CI in brackets", "",
+             "| method | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "|" + " --- |" * (len(steps) + 1)]
+    for name, row in results.items():
+        cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(row["mean"], row["ci95"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,170 @@
+"""Held-out evaluation of a meta-trained policy: return after 0, 1, ..., k gradient steps.
+
+Protocol of the MAML paper (Finn et al. 2017, arXiv:1703.03400, Sec. 5.3 and its RL code):
+held-out tasks drawn with a fixed seed; at each step the current (adapted) policy samples fresh
+episodes per task, their mean return is the score of that step, and the same episodes drive the
+next vanilla policy-gradient step (iMAML: the next proximal solve, as in training). Step sizes:
+``inner_lr`` for the first step and ``inner_lr / 2`` afterwards (0.1 then 0.05 in the paper).
+Benchmarks with a fixed test split (Meta-World) are evaluated on their test tasks, and
+environments that report success also get the success rate after each step (an episode
+succeeds if it met its goal on any step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metarl.config import TrainConfig, load_config, resolve_threads
+from metarl.core.adaptation import per_task
+from metarl.core.confidence import ci95
+from metarl.core.episodes import episode_returns, episode_success
+from metarl.core.linalg import Params
+from metarl.envs import make_task_vector_env, sample_held_out_tasks
+from metarl.rl.advantages import advantages_batch
+from metarl.rl.learners import build_learner
+from metarl.rl.policy import build_policy, load_params
+from metarl.rl.rollout import rollout
+from metarl.run.atomic_write import write_json
+
+CHECKPOINTS = ("best", "last")
+PLOTTED_TASKS = 4
+
+
+def step_learning_rates(inner_lr: float, steps: int) -> list[float]:
+    return [inner_lr if s == 0 else inner_lr / 2 for s in range(steps)]
+
+
+def evaluate_adaptation(
+    config: TrainConfig,
+    params: Params,
+    tasks: int = 40,
+    steps: int = 3,
+    episodes: int = 40,
+    seed: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Per-task mean return after each of ``0..steps`` adaptation steps.
+
+    Returns ``returns`` (a ``[steps + 1, tasks]`` array), ``success`` (the same shape: each
+    task's fraction of successful episodes; None for environments that report no success), the
+    held-out ``tasks``, ``adapted`` (the per-task parameters, stacked on a leading task
+    dimension, after each of 0..steps steps), the step sizes, and the observations of the first
+    episode of the first few tasks at every step (``paths``), for plotting.
+    """
+    env = make_task_vector_env(config.env_id, tasks * episodes, config.physics,
+                               action_space=config.action_space)
+    policy = build_policy(config, env.obs_dim, env.act_dim)
+    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
+    generator = torch.Generator().manual_seed(seed)
+    learner = build_learner(config, policy)
+    adapted = per_task({k: v.detach() for k, v in params.items()}, tasks)
+    returns, successes, paths, adapted_per_step = [], [], [], [adapted]
+    rates = step_learning_rates(config.inner_lr, steps)
+    for step in tqdm(range(steps + 1), desc="evaluate", disable=not progress, unit="step"):
+        batch_episodes = rollout(env, policy, adapted, held_out, episodes, config.horizon,
+                                 generator, seed + step)
+        returns.append(episode_returns(batch_episodes).mean(dim=1).numpy())
+        success = episode_success(batch_episodes)
+        if success is not None:
+            successes.append(success.mean(dim=1).numpy())
+        shown = min(PLOTTED_TASKS, tasks)
+        valid = batch_episodes.mask[:shown, :, 0] > 0
+        paths.append([batch_episodes.observations[i, valid[i], 0].numpy() for i in range(shown)])
+        if step < steps:
+            support = advantages_batch(batch_episodes, config)
+            adapted = learner.adapt_at_test(adapted, support, rates[step])
+            adapted_per_step.append(adapted)
+    return {"returns": np.stack(returns), "tasks": held_out, "paths": paths, "rates": rates,
+            "adapted": adapted_per_step, "policy": policy,
+            "success": np.stack(successes) if successes else None}
+
+
+def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean over tasks of ``returns [steps, tasks]`` and each step's 95% CI half-width."""
+    return returns.mean(axis=1).tolist(), [ci95(step) for step in returns]
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    tasks: int | None = None,
+    steps: int | None = None,
+    episodes: int | None = None,
+    seed: int = 1000,
+    checkpoint: str = "best",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
+    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other.
+
+    ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields.
+    """
+    run_dir = Path(run_dir)
+    if checkpoint not in CHECKPOINTS:
+        known = ", ".join(CHECKPOINTS)
+        raise ValueError(f"--checkpoint must be one of {known}, got {checkpoint!r}")
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    config = load_config(run_dir / "config.yaml")
+    tasks = config.eval_tasks if tasks is None else tasks
+    steps = config.eval_steps if steps is None else steps
+    episodes = config.eval_episodes if episodes is None else episodes
+    for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("episodes", episodes, 1),
+                             ("seed", seed, 0)):
+        if value < low:
+            raise ValueError(f"--{name} must be >= {low}, got {value}")
+    params, payload = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)
+    torch.set_num_threads(resolve_threads(config.torch_threads))
+    outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
+    mean, ci95 = summarize(outcome["returns"])
+    result: dict[str, Any] = {
+        "metric": "return",
+        "steps": list(range(steps + 1)),
+        "mean": mean,
+        "ci95": ci95,
+        "tasks": tasks,
+        "episodes_per_task": episodes,
+        "step_sizes": outcome["rates"],
+        "seed": seed,
+        "env_id": config.env_id,
+        "checkpoint": checkpoint,
+        "checkpoint_iteration": payload.get("iteration"),
+        "per_task": outcome["returns"].T.tolist(),
+    }
+    if outcome["success"] is not None:
+        success_mean, success_ci95 = summarize(outcome["success"])
+        result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
+                                  "per_task": outcome["success"].T.tolist()}
+    suffix = "" if checkpoint == "best" else f"_{checkpoint}"
+    write_json(run_dir / f"eval{suffix}.json", result)
+    print(format_table(result))
+    print(f"results: {run_dir / f'eval{suffix}.json'}")
+    if config.env_id.startswith("metarl/Navigation2D"):
+        from metarl.run.plots import plot_navigation
+
+        png = run_dir / f"eval{suffix}_trajectories.png"
+        goals = [t.as_array("goal") for t in outcome["tasks"][:PLOTTED_TASKS]]
+        plot_navigation(png, outcome["paths"], goals)
+        print(f"trajectories: {png}")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['env_id']}: {result['tasks']} held-out tasks, {result['episodes_per_task']} "
+        f"episodes per step, checkpoint {result['checkpoint']} "
+        f"(iteration {result['checkpoint_iteration']})",
+        f"{'steps':>5}  {'return':>10}  {'95% CI':>8}"
+        + (f"  {'success':>8}  {'95% CI':>8}" if "success_rate" in result else ""),
+    ]
+    for i, (step, mean, ci) in enumerate(zip(result["steps"], result["mean"], result["ci95"])):
+        line = f"{step:>5}  {mean:>10.2f}  {ci:>8.2f}"
+        if "success_rate" in result:
+            rate = result["success_rate"]
+            line += f"  {rate['mean'][i]:>8.3f}  {rate['ci95'][i]:>8.3f}"
+        lines.append(line)
+    return "\n".join(lines)

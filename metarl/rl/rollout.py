@@ -1,0 +1,119 @@
+"""Synchronous vectorised sampling of tasks x episodes in lockstep.
+
+All ``N * B`` sub-environments of a ``TaskVectorEnv`` advance together, one batched policy
+forward pass per time step; there are no worker processes or queues to hang. Episodes that
+terminate early stay in the batch with their later steps masked out. An environment whose step
+info holds ``success`` (Meta-World) also fills ``Episodes.success``.
+
+With ``task_seeds`` the randomness of a rollout is per task: each task's seed alone fixes its
+sub-environments' reset states and its action noise, so a task's episodes do not depend on which
+other tasks share the batch. That is what lets a meta-batch be split over workers (``sampler:
+ray``) and still give exactly the episodes of one local rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from metarl.core.episodes import Episodes
+from metarl.core.guards import check_finite
+from metarl.core.linalg import Params
+from metarl.core.policies import GaussianMLPPolicy
+from metarl.envs.base import Task, TaskVectorEnv
+
+
+def rollout(
+    env: TaskVectorEnv,
+    policy: GaussianMLPPolicy,
+    params: Params,
+    tasks: Sequence[Task],
+    episodes_per_task: int,
+    horizon: int,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    task_seeds: Sequence[int] | None = None,
+) -> Episodes:
+    """Sample ``episodes_per_task`` episodes of at most ``horizon`` steps for every task.
+
+    ``params`` are either shared by all tasks or stacked per task (leading dimension N), e.g. the
+    adapted parameters of a meta-batch. ``env.num_envs`` must equal ``len(tasks) *
+    episodes_per_task``; sub-environment ``n * B + b`` runs episode ``b`` of task ``n``.
+
+    The action noise comes from ``generator`` and the reset from ``seed``, for the whole batch;
+    or, with ``task_seeds`` (one per task, instead of both), from each task's own seed.
+    """
+    n, b = len(tasks), episodes_per_task
+    if env.num_envs != n * b:
+        raise ValueError(f"environment has {env.num_envs} copies, need {n} tasks x {b} episodes")
+    noise: torch.Tensor | None = None
+    reset_seed: int | list[int] | None = seed
+    if task_seeds is not None:
+        if generator is not None or seed is not None:
+            raise ValueError("pass task_seeds or generator and seed, not both")
+        if len(task_seeds) != n:
+            raise ValueError(f"got {len(task_seeds)} task seeds for {n} tasks")
+        reset_seed, noise = _per_task_randomness(task_seeds, b, horizon, env.act_dim)
+    env.set_tasks([task for task in tasks for _ in range(b)])
+    # a list holds one seed per copy, as gymnasium's vector envs take it (its annotation says int)
+    obs, _ = env.reset(seed=reset_seed)  # type: ignore[arg-type]
+    obs_dim, act_dim = env.obs_dim, env.act_dim
+    observations = torch.zeros(n, horizon, b, obs_dim)
+    actions = torch.zeros(n, horizon, b, act_dim)
+    rewards = torch.zeros(n, horizon, b)
+    mask = torch.zeros(n, horizon, b)
+    success: torch.Tensor | None = None  # created at the first step whose info reports it
+    alive = np.ones(n * b, dtype=bool)
+    params = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():
+        for t in range(horizon):
+            obs_t = torch.as_tensor(obs, dtype=torch.float32).view(n, b, obs_dim)
+            # before they become NaN actions that the environment would reject, unexplained
+            check_finite(f"the observations at step {t}", obs_t.view(n * b, -1)[alive])
+            if noise is None:
+                act_t = policy.sample(params, obs_t, generator)
+            else:
+                mean, log_std = policy.distribution_params(params, obs_t)
+                act_t = mean + log_std.exp() * noise[:, t]
+            observations[:, t] = obs_t
+            actions[:, t] = act_t
+            mask[:, t] = torch.from_numpy(alive.reshape(n, b))
+            obs, reward, terminated, truncated, info = env.step(
+                act_t.reshape(n * b, act_dim).numpy()
+            )
+            rewards[:, t] = torch.from_numpy(np.where(alive, reward, 0.0).reshape(n, b))
+            if "success" in info:
+                if success is None:
+                    success = torch.zeros(n, horizon, b)
+                succeeded = alive & np.asarray(info["success"], dtype=bool)
+                success[:, t] = torch.from_numpy(succeeded.reshape(n, b).astype(np.float32))
+            alive &= ~(terminated | truncated)
+            if not alive.any():
+                break
+    return Episodes(observations, actions, rewards, mask, success)
+
+
+def draw_task_seeds(rng: np.random.Generator, n: int) -> list[int]:
+    """One seed per task for one rollout (see ``rollout``'s ``task_seeds``), drawn from ``rng``."""
+    return [int(x) for x in rng.integers(2**31, size=n)]
+
+
+def _per_task_randomness(
+    task_seeds: Sequence[int], episodes: int, horizon: int, act_dim: int
+) -> tuple[list[int], torch.Tensor]:
+    """Reset seeds of every sub-environment (gymnasium's one seed per copy) and the standard
+    normal action noise ``[N, T, B, act]``, each task's from its own seed only.
+
+    A task's seed is expanded by ``numpy.random.SeedSequence`` into ``B`` reset seeds and one
+    seed of a torch generator that draws the task's whole noise at once (one call per task).
+    """
+    reset_seeds: list[int] = []
+    noise = torch.empty(len(task_seeds), horizon, episodes, act_dim)
+    for i, task_seed in enumerate(task_seeds):
+        words = np.random.SeedSequence(task_seed).generate_state(episodes + 1).tolist()
+        reset_seeds.extend(words[:episodes])
+        generator = torch.Generator().manual_seed(words[episodes])
+        noise[i] = torch.randn(horizon, episodes, act_dim, generator=generator)
+    return reset_seeds, noise
