@@ -25,6 +25,7 @@ import metarl.envs  # noqa: E402, F401  (registers the metarl/ environments)
 from metarl.envs import make_task_vector_env  # noqa: E402
 from metarl.envs.base import Task  # noqa: E402
 from metarl.envs.batched_mujoco import LocomotionVectorEnv  # noqa: E402
+from metarl.envs.locomotion import LocomotionEnv  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*infinity")  # observations are unbounded
 
@@ -35,9 +36,10 @@ DT = 0.02  # the paper's Ant step: rllab's one 0.02 s step, here two 0.01 s step
 CONTACTS = 13 * 6  # the observation's last entries: clip(cfrc_ext[1:], -1, 1) of 13 bodies
 
 
-def _paper_env(family: str):
+def _paper_env(family: str, task: Task | None = None) -> LocomotionEnv:
     env = gymnasium.make(f"metarl/{family}-v0", physics="maml", action_space="unit").unwrapped
-    env.set_task(TASKS[family])
+    assert isinstance(env, LocomotionEnv)
+    env.set_task(TASKS[family] if task is None else task)
     return env
 
 
@@ -93,11 +95,10 @@ def test_rewards_in_flight_follow_from_the_reset_state(family: str) -> None:
 def test_direction_flips_only_the_velocity_term() -> None:
     """AntDir from the same state and action: d = +1 against d = -1 differ by exactly 2 v, with
     v the centre-of-mass x velocity after the step (contact and control costs cancel)."""
-    env = gymnasium.make("metarl/AntDir-v0", physics="maml", action_space="unit").unwrapped
     action = np.linspace(-0.9, 0.9, 8)
     rewards = {}
     for direction in (1.0, -1.0):
-        env.set_task(Task.of(direction=direction))
+        env = _paper_env("AntDir", Task.of(direction=direction))
         env.reset(seed=5)
         for _ in range(20):  # onto the floor, where the contact cost counts
             _, rewards[direction], _, _, _ = env.step(action)
