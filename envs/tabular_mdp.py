@@ -9,10 +9,10 @@ state s with action a (an index in ``Discrete(actions)``) pays a reward drawn fr
 steps (10 in the paper; the paper's trials are n such episodes of one MDP); it is truncated after
 the last step, never terminated. The observation is the one-hot encoding of the current state.
 
-Start state: every episode starts in state 0. Sec. 4.2 draws the transitions and rewards but,
-as we read it, gives no start-state distribution; a fixed start state is the choice made here
-(as the paper's tabular setting is otherwise fully random, which state is first is immaterial
-in distribution: the Dirichlet and normal draws are exchangeable across states).
+Start state: every episode starts in state 0. This is a choice of this implementation, not a
+setting quoted from the paper (check Sec. 4.2 before comparing numbers with it). It costs no
+generality in distribution: the Dirichlet and normal draws are exchangeable across states, so
+a fixed start state is as good as any other, and it makes ``optimal_return`` one value.
 
 The best expected return of an episode on a task is the finite-horizon optimal value of the
 start state, by backward induction over the ``horizon`` steps (``value_iteration``; Bellman
