@@ -57,6 +57,12 @@ _ENVS: dict[str, _Entry] = {
     "metarl/Navigation2D-v0": _Entry(
         "metarl.envs.navigation:Navigation2DEnv", "metarl.envs.navigation:Navigation2DVectorEnv"
     ),
+    "metarl/Bandit-v0": _Entry(
+        "metarl.envs.bandit:BanditEnv", "metarl.envs.bandit:BanditVectorEnv"
+    ),
+    "metarl/TabularMDP-v0": _Entry(
+        "metarl.envs.tabular_mdp:TabularMDPEnv", "metarl.envs.tabular_mdp:TabularMDPVectorEnv"
+    ),
     **{
         f"metarl/{family}-v0": _Entry(
             "metarl.envs.locomotion:LocomotionEnv",
