@@ -142,6 +142,10 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         default="best",
         help="which checkpoint to evaluate (default: best)",
     )
+    evaluate.add_argument(
+        "--data-path",
+        help="few-shot runs: the folder holding omniglot/ (default: the one the run used)",
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     bench = commands.add_parser(
@@ -396,8 +400,11 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         from metarl.fewshot.evaluation import evaluate_run as evaluate_fewshot_run
 
         evaluate_fewshot_run(run_dir, tasks=args.tasks, steps=args.steps, seed=args.seed,
-                             checkpoint=args.checkpoint, progress=not args.no_progress)
+                             checkpoint=args.checkpoint, progress=not args.no_progress,
+                             data_path=args.data_path)
         return 0
+    if args.data_path is not None:
+        raise ConfigError("--data-path applies to few-shot runs; an RL run reads no data")
 
     from metarl.rl.evaluation import evaluate_run
 

@@ -18,6 +18,7 @@ nearest-prototype accuracy, at step 0 (``adaptation: "prototypes"`` in ``eval.js
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +41,7 @@ from metarl.fewshot.problems import Problem, Role, task_generator
 from metarl.fewshot.protonet import protonet_logits
 from metarl.run.atomic_write import write_json
 from metarl.run.checkpoint import load_checkpoint
+from metarl.run.live import running_pid
 
 CHECKPOINTS = ("best", "last")
 
@@ -121,9 +123,12 @@ def evaluate_run(
     seed: int = 1000,
     checkpoint: str = "best",
     progress: bool = True,
+    data_path: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a supervised run's checkpoint on held-out test tasks; writes
-    ``RUN_DIR/eval.json`` (``eval_last.json`` for the last checkpoint) and prints a table.
+    ``RUN_DIR/eval.json`` (``eval_last.json`` for the last checkpoint; ``_interim`` added while
+    the run is still training) and prints a table. ``data_path`` replaces the folder the run
+    read Omniglot from (recorded in its config).
 
     ``tasks`` and ``steps`` default to the run's ``eval_tasks`` and ``eval_steps``; tasks come
     from a generator derived from ``seed``. ``mean`` and ``ci95`` hold the metric (query MSE,
@@ -136,6 +141,8 @@ def evaluate_run(
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
     config = load_fewshot_config(run_dir / "config.yaml")
+    if data_path is not None:
+        config = dataclasses.replace(config, data_path=data_path)
     if config.learner == "protonet" and steps not in (None, 0):
         raise ConfigError("--steps does not apply to learner protonet: it adapts through its "
                           "prototypes, with no gradient steps")
@@ -168,11 +175,17 @@ def evaluate_run(
         "checkpoint_iteration": payload.get("iteration"),
         "per_task": scores.T.tolist(),
     }
-    suffix = "" if checkpoint == "best" else f"_{checkpoint}"
+    live = running_pid(run_dir)
+    if live is not None:
+        result["interim"] = True
+    suffix = ("" if checkpoint == "best" else f"_{checkpoint}") + ("_interim" if live else "")
     path = run_dir / f"eval{suffix}.json"
     write_json(path, result)
     print(format_table(result))
     print(f"results: {path}")
+    if live is not None:
+        print(f"note: {run_dir} is still training (process {live}); this result is interim "
+              "(eval.json is written by an evaluation after the run ends)")
     return result
 
 

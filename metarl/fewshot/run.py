@@ -14,6 +14,7 @@ bit, on the same machine and threads).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from metarl.fewshot.config import FewShotConfig, save_fewshot_config
 from metarl.fewshot.evaluation import adaptation_scores
 from metarl.fewshot.learners import FewShotState, initial_state, training_step
 from metarl.fewshot.problem_factory import build_problem
-from metarl.fewshot.problems import Problem, task_generator
+from metarl.fewshot.problems import Problem, omniglot_root, task_generator
 from metarl.run.atomic_write import write_json
 from metarl.run.checkpoint import load_checkpoint, save_checkpoint
 from metarl.run.logger import RunLogger
@@ -176,6 +177,10 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
     """
     torch.set_num_threads(resolve_threads(config.torch_threads))
     problem = build_problem(config)  # missing data fails here, before the run dir is touched
+    if config.problem == "omniglot" and not config.data_path:
+        # record where the data was found ($METARL_DATA or beside the repository), so that
+        # evaluating the run later does not depend on the shell it runs in
+        config = dataclasses.replace(config, data_path=str(omniglot_root("")))
     generator = task_generator(config.seed, "train")
     best: tuple[float | None, int | None] = (None, None)
     seconds_before = 0.0

@@ -30,6 +30,7 @@ from metarl.rl.learners import build_learner
 from metarl.rl.policy import build_policy, load_params
 from metarl.rl.rollout import rollout
 from metarl.run.atomic_write import write_json
+from metarl.run.live import running_pid
 
 CHECKPOINTS = ("best", "last")
 PLOTTED_TASKS = 4
@@ -99,7 +100,9 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
-    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other.
+    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other. A
+    run still training (``metarl.run.live``) gets ``eval_interim.json`` (``eval_last_interim``)
+    instead: its checkpoints may still change, and the result must not look final.
 
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields.
     """
@@ -133,16 +136,24 @@ def evaluate_run(
         "env_id": config.env_id,
         "checkpoint": checkpoint,
         "checkpoint_iteration": payload.get("iteration"),
+        # the best checkpoint's training return was measured in the next iteration's rollouts
+        "checkpoint_measured_at_iteration": payload.get("measured_at_iteration"),
         "per_task": outcome["returns"].T.tolist(),
     }
+    live = running_pid(run_dir)
+    if live is not None:
+        result["interim"] = True
     if outcome["success"] is not None:
         success_mean, success_ci95 = summarize(outcome["success"])
         result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
                                   "per_task": outcome["success"].T.tolist()}
-    suffix = "" if checkpoint == "best" else f"_{checkpoint}"
+    suffix = ("" if checkpoint == "best" else f"_{checkpoint}") + ("_interim" if live else "")
     write_json(run_dir / f"eval{suffix}.json", result)
     print(format_table(result))
     print(f"results: {run_dir / f'eval{suffix}.json'}")
+    if live is not None:
+        print(f"note: {run_dir} is still training (process {live}); this result is interim "
+              "(eval.json is written by an evaluation after the run ends)")
     if config.env_id.startswith("metarl/Navigation2D"):
         from metarl.run.plots import plot_navigation
 
@@ -153,11 +164,19 @@ def evaluate_run(
     return result
 
 
+def _checkpoint_label(result: dict[str, Any]) -> str:
+    label = f"after {result['checkpoint_iteration']} updates"
+    measured = result.get("checkpoint_measured_at_iteration")
+    if measured is not None:
+        label += f"; its training return is iteration {measured} of metrics.jsonl"
+    return label
+
+
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['env_id']}: {result['tasks']} held-out tasks, {result['episodes_per_task']} "
         f"episodes per step, checkpoint {result['checkpoint']} "
-        f"(iteration {result['checkpoint_iteration']})",
+        f"({_checkpoint_label(result)})",
         f"{'steps':>5}  {'return':>10}  {'95% CI':>8}"
         + (f"  {'success':>8}  {'95% CI':>8}" if "success_rate" in result else ""),
     ]

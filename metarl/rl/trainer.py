@@ -152,8 +152,11 @@ class RLRun:
         self.rng = self.learner.rng_state()
         self.last_metrics = metrics
         if self.state.best_return > previous.best_return:
-            save_checkpoint(self.run_dir / "checkpoints" / "best.pt",
-                            checkpoint_payload(self.config, previous, metrics["query/return"]))
+            payload = checkpoint_payload(self.config, previous, metrics["query/return"])
+            # the parameters after previous.iteration updates earned this return in the
+            # rollouts of the next iteration, the row of metrics.jsonl that shows it
+            payload["measured_at_iteration"] = self.state.iteration
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", payload)
         return metrics
 
     def after_log(self, logger: RunLogger) -> None:

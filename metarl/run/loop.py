@@ -5,8 +5,8 @@ The loop owns what is the same for all of them: the progress bar, ``metrics.json
 TensorBoard (``RunLogger``); Ctrl-C and SIGTERM deferred to the next iteration boundary
 (``GracefulStop``), ending in an error that says how to resume; the ``max_minutes`` budget
 over all the sessions of a run; a resumable checkpoint every ``checkpoint_interval``
-iterations and at the end, however the loop ends; and ``summary.json`` with the time, the
-speed and the peak memory.
+iterations and at the end, however the loop ends; ``summary.json`` with the time, the speed
+and the peak memory; and ``RUNNING.json`` while it runs (``metarl.run.live``).
 A kind of run plugs in its state, its step and its evaluation by implementing ``Run``.
 """
 
@@ -23,6 +23,7 @@ import torch
 
 from metarl.run.atomic_write import write_json
 from metarl.run.graceful_stop import GracefulStop
+from metarl.run.live import clear_running, mark_running
 from metarl.run.logger import RunLogger
 from metarl.run.resources import peak_rss_mb
 
@@ -94,6 +95,7 @@ def run_loop(run: Run, run_dir: Path, settings: LoopSettings, seconds_before: fl
     out_of_time = False
     stopped_by_signal = False
     summary: dict[str, Any] = {}
+    mark_running(run_dir)
     with (logger_class(run_dir, run.iterations, settings.progress,
                        initial=run.iteration) as logger,
           GracefulStop() as stop):
@@ -127,22 +129,26 @@ def run_loop(run: Run, run_dir: Path, settings: LoopSettings, seconds_before: fl
             hint = f"; continue with: {settings.resume_hint}" if settings.resume_hint else ""
             raise RunInterrupted(f"interrupted at iteration {run.iteration}{hint}") from interrupt
         finally:  # also when interrupted: the finished iterations keep checkpoint and summary
-            if run.iteration > 0:
-                run.save_checkpoint(elapsed())
-                summary = {
-                    **run.summary(),
-                    "iterations": run.iteration,
-                    "minutes": (time.perf_counter() - started) / 60,
-                    "train_minutes_total": elapsed() / 60,
-                    "seconds_per_iteration_median": _median(seconds),
-                    "cpu_seconds_per_iteration_median": _median(cpu_seconds),
-                    "peak_memory_mb": peak_rss_mb(),
-                    "torch_threads": torch.get_num_threads(),
-                    "stopped_by_time_budget": out_of_time and run.iteration < run.iterations,
-                    "stopped_by_signal": stopped_by_signal,
-                }
-                write_json(run_dir / "summary.json", summary)
-                run.plot(run_dir)
+            try:
+                if run.iteration > 0:
+                    run.save_checkpoint(elapsed())
+                    summary = {
+                        **run.summary(),
+                        "iterations": run.iteration,
+                        "minutes": (time.perf_counter() - started) / 60,
+                        "train_minutes_total": elapsed() / 60,
+                        "seconds_per_iteration_median": _median(seconds),
+                        "cpu_seconds_per_iteration_median": _median(cpu_seconds),
+                        "peak_memory_mb": peak_rss_mb(),
+                        "torch_threads": torch.get_num_threads(),
+                        "stopped_by_time_budget": (out_of_time
+                                                   and run.iteration < run.iterations),
+                        "stopped_by_signal": stopped_by_signal,
+                    }
+                    write_json(run_dir / "summary.json", summary)
+                    run.plot(run_dir)
+            finally:
+                clear_running(run_dir)
     return summary
 
 
