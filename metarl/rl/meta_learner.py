@@ -172,6 +172,8 @@ class MetaLearner:
             "env/steps": float(env_steps),
         })
         metrics["guard/skipped"] = float(state.skipped)
+        if "log_std" in updated.params:  # how much the policy still explores
+            metrics["policy/std"] = updated.params["log_std"].exp().mean().item()
         best = max(state.best_return, metrics["query/return"])
         return updated._replace(iteration=state.iteration + 1, env_steps=env_steps,
                                 best_return=best), metrics

@@ -28,7 +28,10 @@ class RunLogger:
                                     purge_step=initial + 1 if initial else None)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.bar = tqdm(
-            total=total, initial=initial, disable=not progress, unit="it", dynamic_ncols=True,
+            # a bar redrawn with carriage returns is noise in a log file: not a terminal, no bar
+            # (the stdout lines every log_interval iterations still come)
+            total=total, initial=initial, disable=not progress or not sys.stderr.isatty(),
+            unit="it", dynamic_ncols=True,
             desc=self.description, file=sys.stderr,
         )
 
