@@ -134,3 +134,40 @@ def test_oracle_actions_are_rescaled_to_the_environment_bounds() -> None:
     expected = [-sum(np.linalg.norm(np.full(2, 0.05 * k) - t.as_array("goal"))
                      for k in (1, 2, 3)) for t in held_out]
     np.testing.assert_allclose(returns, expected, rtol=1e-5)
+
+
+def test_a_comparison_adds_to_the_last_one_and_records_its_budgets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    common = ["--tasks", "3", "--steps", "1", "--episodes", "2", "--no-progress"]
+    assert main(["compare", str(run), "--baselines", "pretrained", "--pretrained-iterations",
+                 "2", *common]) == 0
+    assert main(["compare", str(run), "--baselines", "random", *common]) == 0
+    result = json.loads((run / "compare" / "compare.json").read_text())
+    assert set(result) == {"MAML-TRPO", "pretrained", "random"}  # pretrained is kept
+    assert result["pretrained"]["iterations"] == 2 and result["pretrained"]["tasks"] == 3
+    assert result["MAML-TRPO"]["checkpoint_iteration"] is not None
+    assert "| pretrained |" in (run / "compare" / "compare.md").read_text()
+    capsys.readouterr()
+    # another protocol in the same folder is refused, naming what differs
+    assert main(["compare", str(run), "--baselines", "random", "--tasks", "4", "--steps", "1",
+                 "--episodes", "2", "--no-progress"]) == 1
+    assert "tasks 3 (now 4)" in capsys.readouterr().err
+    # a changed pretrained budget is refused, naming the field and how to reuse it
+    assert main(["compare", str(run), "--baselines", "pretrained", "--pretrained-iterations",
+                 "3", *common, "--out", str(tmp_path / "other")]) == 1
+    err = capsys.readouterr().err
+    assert "iterations 2 (asked: 3)" in err and "--pretrained-iterations 2" in err
+
+
+def test_a_saved_oracle_of_another_budget_is_not_reused(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    from metarl.rl.oracle import train_oracle
+
+    out = tmp_path / "oracle"
+    out.mkdir()
+    (out / "model.zip").write_bytes(b"not read: the budget check comes first")
+    (out / "budget.json").write_text('{"timesteps": 5000}')
+    with pytest.raises(ValueError, match="trained for 5000 PPO steps, not 20000"):
+        train_oracle(TrainConfig(), out, timesteps=20000)

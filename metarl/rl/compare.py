@@ -17,6 +17,7 @@ run resumes), so comparing again, or with more tasks, costs only the evaluations
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from metarl.core.linalg import Params
 from metarl.rl.evaluation import evaluate_adaptation, summarize
 from metarl.rl.policy import initial_params, load_params
 from metarl.rl.trainer import train
-from metarl.run.atomic_write import write_json
+from metarl.run.atomic_write import write_json, write_text
 from metarl.run.plots import plot_returns_vs_steps
 
 BASELINES = ("pretrained", "random", "oracle")
@@ -57,19 +58,28 @@ def pretrained_config(config: TrainConfig, iterations: int | None) -> TrainConfi
 
 
 def pretrained_params(config: TrainConfig, run_dir: Path, iterations: int | None,
-                      progress: bool) -> Params:
+                      progress: bool) -> tuple[Params, dict[str, Any]]:
     """Train (or reuse, or resume) the pretrained baseline in ``run_dir``; its best checkpoint,
-    chosen like the run's own by training return."""
+    chosen like the run's own by training return, and what the comparison records of it."""
     baseline = pretrained_config(config, iterations)
     finished = (run_dir / "summary.json").is_file()
     last = run_dir / "checkpoints" / "last.pt"
     if not finished:
         print(f"training the pretrained baseline into {run_dir}")
         train(baseline, run_dir, progress=progress, resume=last.is_file())
-    elif load_config(run_dir / "config.yaml") != baseline:
-        raise ValueError(f"{run_dir} holds a pretrained baseline of another config; remove it "
-                         "to retrain")
-    return load_params(run_dir / "checkpoints" / "best.pt", baseline)[0]
+    else:
+        saved = load_config(run_dir / "config.yaml")
+        changed = [k for k, v in baseline.to_dict().items() if saved.to_dict().get(k) != v]
+        if changed:
+            shown = ", ".join(f"{k} {saved.to_dict().get(k)!r} (asked: {getattr(baseline, k)!r})"
+                              for k in changed)
+            hint = (f"pass --pretrained-iterations {saved.iterations} to reuse it, or "
+                    if changed == ["iterations"] else "")
+            raise ValueError(f"{run_dir} holds a pretrained baseline trained with {shown}; "
+                             f"{hint}remove that folder to retrain")
+    params, payload = load_params(run_dir / "checkpoints" / "best.pt", baseline)
+    return params, {"iterations": baseline.iterations, "checkpoint": str(run_dir),
+                    "checkpoint_iteration": payload.get("iteration")}
 
 
 def compare_run(
@@ -85,8 +95,10 @@ def compare_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
-    ``compare.json`` (``{method: {"steps", "mean", "ci95"}}``), ``compare.md`` and
-    ``compare.png`` into ``out`` (default ``RUN_DIR/compare``)."""
+    ``compare.json`` (``{method: {"steps", "mean", "ci95", the protocol, the checkpoint and the
+    budget it was trained with}}``), ``compare.md`` and ``compare.png`` into ``out`` (default
+    ``RUN_DIR/compare``). Methods of an earlier comparison in ``out`` on the same protocol
+    (tasks, episodes, steps, seed) are kept; another protocol there is refused."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
@@ -108,33 +120,61 @@ def compare_run(
         mean, ci95 = summarize(outcome["returns"])
         return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95}
 
-    params, _ = load_params(run_dir / "checkpoints" / "best.pt", config)
-    results = {method_name(config): evaluated(params)}
+    protocol = {"env_id": config.env_id, "tasks": tasks, "episodes_per_task": episodes,
+                "last_step": steps, "seed": seed}
+    previous = _previous_results(out / "compare.json", protocol)
+    params, payload = load_params(run_dir / "checkpoints" / "best.pt", config)
+    results = {method_name(config): {**evaluated(params), **protocol,
+                                     "checkpoint": str(run_dir),
+                                     "checkpoint_iteration": payload.get("iteration")}}
     for name in baselines:
         if name == "pretrained":
-            params = pretrained_params(config, run_dir / "baselines" / "pretrained",
-                                       pretrained_iterations, progress)
-            results["pretrained"] = evaluated(params)
+            params, record = pretrained_params(config, run_dir / "baselines" / "pretrained",
+                                               pretrained_iterations, progress)
+            results["pretrained"] = {**evaluated(params), **protocol, **record}
         elif name == "random":
-            results["random"] = evaluated(initial_params(config))
+            results["random"] = {**evaluated(initial_params(config)), **protocol,
+                                 "checkpoint": "the run's seeded initialisation"}
         else:
             from metarl.rl.oracle import evaluate_oracle, train_oracle
 
-            model = train_oracle(config, run_dir / "baselines" / "oracle", oracle_timesteps,
-                                 progress)
+            model, budget = train_oracle(config, run_dir / "baselines" / "oracle",
+                                         oracle_timesteps, progress)
             returns = evaluate_oracle(config, model, tasks, episodes, seed)
             results["oracle"] = {"steps": list(range(steps + 1)),
                                  "mean": [float(returns.mean())] * (steps + 1),
-                                 "ci95": [summarize(returns[None])[1][0]] * (steps + 1)}
+                                 "ci95": [summarize(returns[None])[1][0]] * (steps + 1),
+                                 **protocol, "timesteps": budget,
+                                 "checkpoint": str(run_dir / "baselines" / "oracle")}
+    # a comparison adds to the one already there (same protocol), never shrinks it
+    results = {**{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", results)
     table = format_markdown(results, config.env_id, tasks, episodes)
-    (out / "compare.md").write_text(table)
+    write_text(out / "compare.md", table)
     plot_returns_vs_steps(out / "compare.png", results, dashed=("oracle",),
                           title=f"{config.env_id}: {tasks} held-out tasks")
     print(table)
     print(f"results: {out / 'compare.json'}, plot: {out / 'compare.png'}")
     return results
+
+
+def _previous_results(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
+    """The methods an earlier comparison in the same folder evaluated on the same protocol; a
+    one-line error if it used another protocol (its results would not stand beside these)."""
+    if not path.is_file():
+        return {}
+    previous: dict[str, Any] = json.loads(path.read_text())
+    for row in previous.values():
+        if any(k not in row for k in protocol):
+            raise ValueError(f"{path.parent} holds a comparison whose settings were not "
+                             "recorded (an older metarl); choose another --out or remove it")
+        differs = sorted(k for k, v in protocol.items() if row[k] != v)
+        if differs:
+            shown = ", ".join(f"{k} {row.get(k)!r} (now {protocol[k]!r})" for k in differs)
+            raise ValueError(f"{path.parent} holds a comparison with {shown}; choose another "
+                             "--out or evaluate with the same settings")
+    return previous
 
 
 def method_name(config: TrainConfig) -> str:

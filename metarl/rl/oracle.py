@@ -16,6 +16,7 @@ held-out tasks, seeds and horizon as ``metarl.rl.evaluation``, with the oracle's
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from metarl.envs.task_observation import (
     numeric_parameter_names,
     task_features,
 )
+from metarl.run.atomic_write import write_json
 
 # PPO environment steps per task family: enough for the oracle to plateau (measured on 2D
 # navigation; the locomotion budgets are the order SB3's MuJoCo benchmarks use).
@@ -58,14 +60,24 @@ def default_timesteps(env_id: str) -> int:
 
 
 def train_oracle(config: TrainConfig, out_dir: Path, timesteps: int | None = None,
-                 progress: bool = True) -> Any:
-    """Train (or load, when ``out_dir/model.zip`` exists) the PPO oracle for ``config``'s env."""
+                 progress: bool = True) -> tuple[Any, int | None]:
+    """Train (or load, when ``out_dir/model.zip`` exists) the PPO oracle for ``config``'s env;
+    the model and the PPO steps it was trained for (None: a model saved before the budget was
+    recorded). A saved oracle of another budget than
+    ``timesteps`` is refused with one line (it is not silently reused)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    model_path = out_dir / "model.zip"
+    model_path, budget_path = out_dir / "model.zip", out_dir / "budget.json"
     if model_path.is_file():
-        return PPO.load(model_path, device="cpu")
+        saved = (json.loads(budget_path.read_text())["timesteps"] if budget_path.is_file()
+                 else None)
+        if timesteps is not None and saved != timesteps:
+            trained = "an unknown number of" if saved is None else f"{saved}"
+            raise ValueError(f"{out_dir} holds an oracle trained for {trained} PPO steps, not "
+                             f"{timesteps}; omit --oracle-timesteps to reuse it, or remove that "
+                             "folder to retrain")
+        return PPO.load(model_path, device="cpu"), saved
     steps = default_timesteps(config.env_id) if timesteps is None else timesteps
     print(f"training the PPO oracle for {steps} steps into {out_dir}")
 
@@ -84,7 +96,8 @@ def train_oracle(config: TrainConfig, out_dir: Path, timesteps: int | None = Non
     tmp = out_dir / "model.tmp.zip"
     model.save(tmp)
     tmp.replace(model_path)  # atomic: a killed training never leaves half a model
-    return model
+    write_json(budget_path, {"timesteps": steps})
+    return model, steps
 
 
 def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
