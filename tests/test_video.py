@@ -30,6 +30,7 @@ from metarl.rl.video import (
     compose_grid,
     log_video,
     make_render_env,
+    panel_caption,
     record_video,
     render_frame,
     set_render_quality,
@@ -168,6 +169,9 @@ def test_captions() -> None:
     assert task_caption(Task.of(goal=[0.3149, -0.12])) == "goal (0.31, -0.12)"
     assert task_caption(Task.of(velocity=1.234)) == "velocity 1.23"
     assert [step_caption(s) for s in range(3)] == ["pre-update", "1 step", "2 steps"]
+    assert panel_caption(1, 37, 1.234, -12.345, True) == (
+        "1 step | t 37 | v 1.23 | return -12.3 | done")
+    assert panel_caption(0, 5, None, 2.0, False) == "pre-update | t 5 | return 2.0"
 
 
 def test_compose_grid_places_panels_and_pads_to_16() -> None:

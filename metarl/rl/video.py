@@ -47,6 +47,7 @@ __all__ = [
     "render_frame",
     "select_gl_backend",
     "set_render_quality",
+    "panel_caption",
     "step_caption",
     "task_caption",
     "write_video",
@@ -235,6 +236,15 @@ def task_caption(task: Task) -> str:
     return ", ".join(f"{name} {_format_value(value)}" for name, value in task.params)
 
 
+def panel_caption(step: int, t: int, velocity: float | None, episode_return: float,
+                  done: bool) -> str:
+    """A panel's second caption line: the policy, its own clock (which stops when its episode
+    ends), the robot's forward velocity where reported, and the return so far."""
+    moving = "" if velocity is None else f" | v {velocity:.2f}"
+    return (f"{step_caption(step)} | t {t}{moving} | return {episode_return:.1f}"
+            + (" | done" if done else ""))
+
+
 def step_caption(step: int) -> str:
     """``pre-update`` for step 0, then ``1 step``, ``2 steps``, ..."""
     if step == 0:
@@ -327,6 +337,9 @@ def render_adaptation(
         frames: list[list[np.ndarray]] = [[] for _ in range(rows)]
         returns = np.zeros((rows, cols))
         done = np.zeros((rows, cols), dtype=bool)
+        steps_taken = np.zeros((rows, cols), dtype=int)  # a finished panel's clock stops
+        # the robot's forward velocity where the environment reports it, beside its target
+        velocity: list[list[float | None]] = [[None] * cols for _ in range(rows)]
         for i, task in enumerate(tasks):
             for s, env in enumerate(envs[i]):
                 set_task = getattr(env.unwrapped, "set_task", None)
@@ -338,26 +351,27 @@ def render_adaptation(
                 frames[i].append(render_frame(env))
         titles = [task_caption(task) for task in tasks]
 
-        def grid(t: int) -> np.ndarray:
-            captions = [
-                [(titles[i], f"{step_caption(s)} | t {t} | return {returns[i, s]:.1f}"
-                  + (" | done" if done[i, s] else "")) for s in range(cols)]
-                for i in range(rows)
-            ]
+        def grid() -> np.ndarray:
+            captions = [[(titles[i], panel_caption(s, int(steps_taken[i, s]), velocity[i][s],
+                                                   float(returns[i, s]), bool(done[i, s])))
+                         for s in range(cols)] for i in range(rows)]
             return compose_grid(frames, captions, (size, size))
 
-        yield grid(0)
-        for t in tqdm(range(1, horizon + 1), desc="render", disable=not progress, unit="step"):
+        yield grid()
+        for _ in tqdm(range(horizon), desc="render", disable=not progress, unit="step"):
             for i in range(rows):
                 for s, env in enumerate(envs[i]):
                     if done[i, s]:
                         continue
                     action = _mean_action(policy, params[i][s], obs[i][s])
-                    obs[i][s], reward, terminated, truncated, _ = env.step(action)
+                    obs[i][s], reward, terminated, truncated, info = env.step(action)
                     returns[i, s] += float(reward)
+                    steps_taken[i, s] += 1
                     done[i, s] = terminated or truncated
+                    if "x_velocity" in info:
+                        velocity[i][s] = float(info["x_velocity"])
                     frames[i][s] = render_frame(env)
-            yield grid(t)
+            yield grid()
             if done.all():
                 break
     finally:
