@@ -246,6 +246,12 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         type=_count(1),
         help="PPO environment steps of the oracle (default: metarl.rl.oracle's per-family budget)",
     )
+    compare.add_argument(
+        "--baseline-inner-lr",
+        type=float,
+        help="first fine-tuning step size of the pretrained and random baselines, later steps "
+        "half of it (default: the run's inner_lr)",
+    )
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     search = commands.add_parser(
@@ -488,6 +494,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         pretrained_iterations=args.pretrained_iterations,
         oracle_timesteps=args.oracle_timesteps,
         progress=not args.no_progress,
+        baseline_inner_lr=args.baseline_inner_lr,
     )
     return 0
 

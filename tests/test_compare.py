@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metarl.cli import main
-from metarl.config import TrainConfig
+from metarl.config import TrainConfig, load_config
 from metarl.envs import make_task_vector_env
 from metarl.rl.compare import parse_baselines, pretrained_config
 from metarl.rl.meta_learner import MetaLearner
@@ -171,3 +171,15 @@ def test_a_saved_oracle_of_another_budget_is_not_reused(tmp_path: Path) -> None:
     (out / "budget.json").write_text('{"timesteps": 5000}')
     with pytest.raises(ValueError, match="trained for 5000 PPO steps, not 20000"):
         train_oracle(TrainConfig(), out, timesteps=20000)
+
+
+def test_baselines_can_fine_tune_with_their_own_step_size(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    assert main(["compare", str(run), "--baselines", "random", "--tasks", "3", "--steps", "2",
+                 "--episodes", "2", "--baseline-inner-lr", "0.02", "--no-progress"]) == 0
+    result = json.loads((run / "compare" / "compare.json").read_text())
+    run_rate = load_config(run / "config.yaml").inner_lr
+    assert result["MAML-TRPO"]["step_sizes"] == [run_rate, run_rate / 2]
+    assert result["random"]["step_sizes"] == [0.02, 0.01]
+    assert "random 0.02, 0.01" in (run / "compare" / "compare.md").read_text()

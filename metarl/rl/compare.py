@@ -93,12 +93,16 @@ def compare_run(
     pretrained_iterations: int | None = None,
     oracle_timesteps: int | None = None,
     progress: bool = True,
+    baseline_inner_lr: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
     ``compare.json`` (``{method: {"steps", "mean", "ci95", the protocol, the checkpoint and the
     budget it was trained with}}``), ``compare.md`` and ``compare.png`` into ``out`` (default
     ``RUN_DIR/compare``). Methods of an earlier comparison in ``out`` on the same protocol
-    (tasks, episodes, steps, seed) are kept; another protocol there is refused."""
+    (tasks, episodes, steps, seed) are kept; another protocol there is refused.
+    ``baseline_inner_lr`` is the pretrained and random baselines' first step size (later
+    steps take half), as the MAML paper fine-tuned its pretrained HalfCheetah policies with
+    0.02 then 0.01 where MAML took 0.1 then 0.05; by default they take the run's."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
@@ -106,6 +110,8 @@ def compare_run(
     if config.learner == "pretrained":
         raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")
     out = run_dir / "compare" if out is None else Path(out)
+    if baseline_inner_lr is not None and not baseline_inner_lr > 0:
+        raise ValueError(f"--baseline-inner-lr must be > 0, got {baseline_inner_lr}")
     tasks = config.eval_tasks if tasks is None else tasks
     steps = config.eval_steps if steps is None else steps
     episodes = config.eval_episodes if episodes is None else episodes
@@ -115,10 +121,14 @@ def compare_run(
         check_oracle_available(config)  # before hours of other work, not after
     torch.set_num_threads(resolve_threads(config.torch_threads))
 
-    def evaluated(params: Params) -> dict[str, Any]:
-        outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
+    def evaluated(params: Params, inner_lr: float | None = None) -> dict[str, Any]:
+        """Adapted with ``inner_lr`` (then half of it) for the baselines that set their own;
+        the run's step sizes otherwise."""
+        rates = config if inner_lr is None else dataclasses.replace(config, inner_lr=inner_lr)
+        outcome = evaluate_adaptation(rates, params, tasks, steps, episodes, seed, progress)
         mean, ci95 = summarize(outcome["returns"])
-        return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95}
+        return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95,
+                "step_sizes": outcome["rates"]}
 
     protocol = {"env_id": config.env_id, "tasks": tasks, "episodes_per_task": episodes,
                 "last_step": steps, "seed": seed}
@@ -131,9 +141,11 @@ def compare_run(
         if name == "pretrained":
             params, record = pretrained_params(config, run_dir / "baselines" / "pretrained",
                                                pretrained_iterations, progress)
-            results["pretrained"] = {**evaluated(params), **protocol, **record}
+            results["pretrained"] = {**evaluated(params, baseline_inner_lr), **protocol,
+                                     **record}
         elif name == "random":
-            results["random"] = {**evaluated(initial_params(config)), **protocol,
+            results["random"] = {**evaluated(initial_params(config), baseline_inner_lr),
+                                 **protocol,
                                  "checkpoint": "the run's seeded initialisation"}
         else:
             from metarl.rl.oracle import evaluate_oracle, train_oracle
@@ -192,4 +204,8 @@ def format_markdown(results: dict[str, Any], env_id: str, tasks: int, episodes: 
     for name, row in results.items():
         cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(row["mean"], row["ci95"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    rates = [f"{name} {', '.join(f'{r:g}' for r in row['step_sizes'])}"
+             for name, row in results.items() if row.get("step_sizes")]
+    if rates:
+        lines += ["", "Step sizes of steps 1, 2, ...: " + "; ".join(rates) + "."]
     return "\n".join(lines) + "\n"
