@@ -22,6 +22,7 @@ The outer step is Adam or plain SGD (``metarl.core.adam.adam_step``) at the sche
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -89,40 +90,72 @@ def reptile_supports(batch: Any, steps: int, shots: int) -> list[Any]:
     return out
 
 
+Direction = Callable[[FewShotConfig, Problem, Params, Any], tuple[Tensor, Params,
+                                                               dict[str, float]]]
+
+
+def _maml_direction(c: FewShotConfig, problem: Problem, params: Params, batch: Any
+                    ) -> tuple[Tensor, Params, dict[str, float]]:
+    loss, grads = meta_gradient(problem.support_loss, problem.query_loss, params,
+                                [batch] * c.inner_steps, batch, c.inner_lr,
+                                first_order=c.learner == "fomaml",
+                                chunk_size=c.meta_grad_chunk or None)
+    return loss.detach(), grads, {}
+
+
+def _imaml_direction(c: FewShotConfig, problem: Problem, params: Params, batch: Any
+                     ) -> tuple[Tensor, Params, dict[str, float]]:
+    return imaml_gradient(problem.support_loss, problem.query_loss, params, batch, batch,
+                          c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.cg_damping)
+
+
+def _reptile_direction(c: FewShotConfig, problem: Problem, params: Params, batch: Any
+                       ) -> tuple[Tensor, Params, dict[str, float]]:
+    supports = reptile_supports(batch, c.inner_steps, c.training_shots)
+    loss, direction = reptile_direction(problem.support_loss, params, supports, c.inner_lr,
+                                        cast(InnerOptimizer, c.inner_optimizer),
+                                        REPTILE_ADAM_BETAS)
+    return loss, direction, {}
+
+
+def _protonet_direction(c: FewShotConfig, problem: Problem, params: Params, batch: Any
+                        ) -> tuple[Tensor, Params, dict[str, float]]:
+    ways, pool = c.training_ways, cast(Pool, c.pool)
+
+    def objective(p: Params) -> tuple[Tensor, Tensor]:
+        logits = protonet_logits(p, batch, ways, pool)
+        loss = F.cross_entropy(logits.reshape(-1, ways), batch.query_y.reshape(-1))
+        return loss, (logits.argmax(-1) == batch.query_y).float().mean()
+
+    grads, (loss, acc) = torch.func.grad_and_value(objective, has_aux=True)(params)
+    return loss.detach(), grads, {"train/accuracy": float(acc)}
+
+
+def _pretrained_direction(c: FewShotConfig, problem: Problem, params: Params, batch: Any
+                          ) -> tuple[Tensor, Params, dict[str, float]]:
+    grads, loss = torch.func.grad_and_value(mixture_loss())(params, batch)
+    return loss.detach(), grads, {}
+
+
+# The learners that train, by name ("scratch" trains nothing): each gives the outer step its
+# direction on a meta-batch.
+DIRECTIONS: dict[str, Direction] = {
+    "maml": _maml_direction,
+    "fomaml": _maml_direction,
+    "imaml": _imaml_direction,
+    "reptile": _reptile_direction,
+    "protonet": _protonet_direction,
+    "pretrained": _pretrained_direction,
+}
+
+
 def learner_direction(config: FewShotConfig, problem: Problem, params: Params, batch: Any
                       ) -> tuple[Tensor, Params, dict[str, float]]:
     """The learner's training loss on ``batch``, the direction for the outer step (a
     gradient to descend) and extra metrics; all detached."""
-    c = config
-    if c.learner in ("maml", "fomaml"):
-        loss, grads = meta_gradient(problem.support_loss, problem.query_loss, params,
-                                    [batch] * c.inner_steps, batch, c.inner_lr,
-                                    first_order=c.learner == "fomaml",
-                                    chunk_size=c.meta_grad_chunk or None)
-        return loss.detach(), grads, {}
-    if c.learner == "imaml":
-        return imaml_gradient(problem.support_loss, problem.query_loss, params, batch, batch,
-                              c.prox_lambda, c.inner_lr, c.inner_steps, c.cg_iters, c.cg_damping)
-    if c.learner == "reptile":
-        supports = reptile_supports(batch, c.inner_steps, c.training_shots)
-        loss, direction = reptile_direction(problem.support_loss, params, supports, c.inner_lr,
-                                            cast(InnerOptimizer, c.inner_optimizer),
-                                            REPTILE_ADAM_BETAS)
-        return loss, direction, {}
-    if c.learner == "protonet":
-        ways, pool = c.training_ways, cast(Pool, c.pool)
-
-        def objective(p: Params) -> tuple[Tensor, Tensor]:
-            logits = protonet_logits(p, batch, ways, pool)
-            loss = F.cross_entropy(logits.reshape(-1, ways), batch.query_y.reshape(-1))
-            return loss, (logits.argmax(-1) == batch.query_y).float().mean()
-
-        grads, (loss, acc) = torch.func.grad_and_value(objective, has_aux=True)(params)
-        return loss.detach(), grads, {"train/accuracy": float(acc)}
-    if c.learner == "pretrained":
-        grads, loss = torch.func.grad_and_value(mixture_loss())(params, batch)
-        return loss.detach(), grads, {}
-    raise ValueError(f"learner {c.learner!r} has no training step")
+    if config.learner not in DIRECTIONS:
+        raise ValueError(f"learner {config.learner!r} has no training step")
+    return DIRECTIONS[config.learner](config, problem, params, batch)
 
 
 def training_step(config: FewShotConfig, problem: Problem, state: FewShotState,
