@@ -31,9 +31,10 @@ from tqdm import tqdm
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.core.linalg import Params
 from metarl.core.policies import GaussianMLPPolicy
+from metarl.envs import make_task_vector_env
 from metarl.envs.base import Task
 from metarl.rl.evaluation import CHECKPOINTS, evaluate_adaptation
-from metarl.rl.policy import load_params
+from metarl.rl.policy import discrete_actions, load_params
 
 __all__ = [
     "CAPTION_HEIGHT",
@@ -507,6 +508,9 @@ def record_video(
         raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, "
                          f"got {checkpoint!r}")
     config = load_config(run_dir / "config.yaml")
+    if discrete_actions(make_task_vector_env(config.env_id, 1, config.physics)) is not None:
+        raise ValueError(f"metarl video renders the continuous task families; {config.env_id} "
+                         "has discrete actions and nothing to render")
     steps = config.eval_steps if steps is None else steps
     horizon = config.horizon if horizon is None else horizon
     for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("episodes", episodes, 1),
