@@ -8,7 +8,8 @@ and sampling seeds, the same inner loop and step sizes, 0..k vanilla policy-grad
   outer optimiser and sample budget (``learner: pretrained``), then fine-tuned;
 - ``random``: the run's initial parameters (a random initialisation), fine-tuned;
 - ``oracle``: a policy that sees the task parameters in its observation (stable-baselines3 PPO,
-  ``metarl.rl.oracle``); it does not adapt, so it is one dashed line.
+  ``metarl.rl.oracle``); it does not adapt, so it is one dashed line. For the discrete families
+  (bandits, tabular MDPs) it is instead each held-out task's known optimal expected return.
 
 The baselines are trained once into ``RUN_DIR/baselines/`` and reused (an interrupted pretrained
 run resumes), so comparing again, or with more tasks, costs only the evaluations.
@@ -118,11 +119,13 @@ def compare_run(
         elif name == "random":
             results["random"] = evaluated(initial_params(config))
         else:
-            from metarl.rl.oracle import evaluate_oracle, train_oracle
+            from metarl.rl.oracle import evaluate_oracle, known_optimal_returns, train_oracle
 
-            model = train_oracle(config, run_dir / "baselines" / "oracle", oracle_timesteps,
-                                 progress)
-            returns = evaluate_oracle(config, model, tasks, episodes, seed)
+            returns = known_optimal_returns(config, tasks, seed)
+            if returns is None:
+                model = train_oracle(config, run_dir / "baselines" / "oracle", oracle_timesteps,
+                                     progress)
+                returns = evaluate_oracle(config, model, tasks, episodes, seed)
             results["oracle"] = {"steps": list(range(steps + 1)),
                                  "mean": [float(returns.mean())] * (steps + 1),
                                  "ci95": [summarize(returns[None])[1][0]] * (steps + 1)}
