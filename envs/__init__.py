@@ -60,6 +60,10 @@ _ENVS: dict[str, _Entry] = {
     "metarl/Bandit-v0": _Entry(
         "metarl.envs.bandit:BanditEnv", "metarl.envs.bandit:BanditVectorEnv"
     ),
+    # RL^2's K = 10 bandits (Duan et al. 2016, arXiv:1611.02779, Sec. 4.1); Bandit-v0 has K = 5
+    "metarl/Bandit-K10-v0": _Entry(
+        "metarl.envs.bandit:BanditEnv", "metarl.envs.bandit:BanditVectorEnv", {"arms": 10}
+    ),
     "metarl/TabularMDP-v0": _Entry(
         "metarl.envs.tabular_mdp:TabularMDPEnv", "metarl.envs.tabular_mdp:TabularMDPVectorEnv"
     ),

@@ -93,7 +93,7 @@ def measure_preset(ray: Any, preset: str, repeats: int, workers: list[int],
                                  action_space=config.action_space)
     tasks = probe.sample_tasks(n, rng)
     torch.manual_seed(0)
-    policy = build_policy(config, probe.obs_dim, probe.act_dim)
+    policy = build_policy(config, probe)
     sampling_learner = build_learner(config, policy)
     seeds = [draw_task_seeds(rng, n)
              for _ in range(sampling_learner.support_rollouts() + 1)]

@@ -85,10 +85,10 @@ def test_fisher_product_in_the_parameters_is_the_hessian_of_the_mean_kl(activati
     policy = CategoricalMLPPolicy(3, 4, (5,), activation=activation).double()
     params = {k: v + 0.3 * torch.randn_like(v) for k, v in policy.initial_params().items()}
     obs = torch.randn(7, 3, dtype=F64)
-    old_logits = policy.distribution_params(params, obs).detach()
+    old_logits = policy.distribution_params(params, obs)[0].detach()
 
     def mean_kl(flat: torch.Tensor) -> torch.Tensor:
-        logits = policy.distribution_params(unflatten(flat, params), obs)
+        logits = policy.distribution_params(unflatten(flat, params), obs)[0]
         return categorical_kl(old_logits, logits).mean()
 
     theta = flatten(params)
@@ -109,10 +109,10 @@ def test_fisher_product_with_per_task_parameters_averages_over_all_states() -> N
     stacked = {k: v + 0.2 * torch.randn(v.shape, dtype=F64)
                for k, v in per_task(policy.initial_params(), 2).items()}
     obs = torch.randn(2, 5, 2, dtype=F64)
-    old_logits = policy.distribution_params(stacked, obs).detach()
+    old_logits = policy.distribution_params(stacked, obs)[0].detach()
 
     def mean_kl(flat: torch.Tensor) -> torch.Tensor:
-        logits = policy.distribution_params(unflatten(flat, stacked), obs)
+        logits = policy.distribution_params(unflatten(flat, stacked), obs)[0]
         return categorical_kl(old_logits, logits).mean()
 
     theta = flatten(stacked)
@@ -128,11 +128,11 @@ def test_per_task_parameters_equal_a_loop_over_tasks() -> None:
                for k, v in per_task(policy.initial_params(), 3).items()}
     obs = torch.randn(3, 6, 2, dtype=F64)
     actions = torch.randint(3, (3, 6))
-    logits = policy.distribution_params(stacked, obs)
+    logits = policy.distribution_params(stacked, obs)[0]
     log_prob = policy.log_prob(stacked, obs, actions)
     for i in range(3):
         one = {k: v[i] for k, v in stacked.items()}
-        assert torch.allclose(logits[i], policy.distribution_params(one, obs[i]))
+        assert torch.allclose(logits[i], policy.distribution_params(one, obs[i])[0])
         assert torch.allclose(log_prob[i], policy.log_prob(one, obs[i], actions[i]))
     assert torch.allclose(policy.entropy(stacked, obs), categorical_entropy(logits))
 
@@ -140,7 +140,7 @@ def test_per_task_parameters_equal_a_loop_over_tasks() -> None:
 def test_module_forward_equals_the_functional_call_of_its_params() -> None:
     policy = CategoricalMLPPolicy(2, 3, (4,), activation="relu")
     obs = torch.randn(7, 2)
-    assert torch.equal(policy(obs), policy.distribution_params(policy.initial_params(), obs))
+    assert torch.equal(policy(obs), policy.distribution_params(policy.initial_params(), obs)[0])
     with pytest.raises(ValueError, match="unknown activation"):
         CategoricalMLPPolicy(2, 3, activation="gelu")
 

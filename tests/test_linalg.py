@@ -115,9 +115,9 @@ def _tiny_meta_batch(policy: GaussianMLPPolicy, n: int, m: int) -> MetaBatch:
     support, query = steps(), steps()
     # the "old" policy is the adapted policy at theta, as when the query data were sampled
     adapted = _adapted(policy, policy.initial_params(), support, n)
-    old_mean, old_log_std = policy.distribution_params(adapted, query.observations)
+    old_dist = policy.distribution_params(adapted, query.observations)
     old_log_prob = torch.zeros(n, m, dtype=torch.float64)
-    return MetaBatch([support], QueryBatch(query, old_mean, old_log_std, old_log_prob))
+    return MetaBatch([support], QueryBatch(query, old_dist, old_log_prob))
 
 
 def _adapted(policy: GaussianMLPPolicy, params: dict[str, torch.Tensor], support: StepBatch,
@@ -168,8 +168,8 @@ def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_ste
     supports, query = [steps(), steps()], steps()
     from metarl.core.adaptation import adapt
     adapted = adapt(reinforce_loss(policy), per_task(params, n), supports, 0.3)
-    old_mean, old_log_std = policy.distribution_params(adapted, query.observations)
-    batch = MetaBatch(supports, QueryBatch(query, old_mean.detach(), old_log_std.detach(),
+    old_dist = policy.distribution_params(adapted, query.observations)
+    batch = MetaBatch(supports, QueryBatch(query, tuple(x.detach() for x in old_dist),
                                            torch.zeros(n, m, dtype=torch.float64)))
     curvature_batch = curvature_subsample(batch, 0.5, torch.Generator().manual_seed(0))
     assert curvature_batch.supports is batch.supports
@@ -201,8 +201,8 @@ def test_curvature_subsample_keeps_whole_tasks_aligned() -> None:
                          tags.expand(n, m).clone(), torch.ones(n, m, dtype=torch.float64))
 
     supports, query = [steps(0.0), steps(100.0)], steps(200.0)
-    batch = MetaBatch(supports, QueryBatch(query, query.observations.clone(),
-                                           torch.zeros(n, 1, 2, dtype=torch.float64),
+    batch = MetaBatch(supports, QueryBatch(query, (query.observations.clone(),
+                                                  torch.zeros(n, 1, 2, dtype=torch.float64)),
                                            query.advantages.clone()))
     part = curvature_subsample(batch, 0.3, torch.Generator().manual_seed(0), task_fraction=0.5)
     kept = part.query.steps.advantages[:, 0] - 200.0
@@ -212,4 +212,4 @@ def test_curvature_subsample_keeps_whole_tasks_aligned() -> None:
         assert torch.equal(support.advantages[:, 0] - 100.0 * s, kept)
     assert part.query.steps.mask.shape == (3, 3)
     assert torch.equal(part.query.old_log_prob, part.query.steps.advantages)
-    assert torch.equal(part.query.old_mean[..., 0], part.query.steps.observations[..., 0])
+    assert torch.equal(part.query.old_dist[0][..., 0], part.query.steps.observations[..., 0])

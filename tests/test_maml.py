@@ -91,7 +91,7 @@ def test_rl_meta_gradient_is_the_same_batched_vmapped_and_looped() -> None:
 
     support, query_steps = steps(), steps()
     old = torch.randn(n, m, generator=g, dtype=torch.float64)
-    query = QueryBatch(query_steps, torch.zeros(n, m, 2), torch.zeros(n, 1, 2), old)
+    query = QueryBatch(query_steps, (torch.zeros(n, m, 2), torch.zeros(n, 1, 2)), old)
     results = {
         (mode, chunk): meta_gradient(reinforce_loss(policy), surrogate_loss(policy), params,
                                      [support], query, 0.1, mode=mode,  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ def test_clipped_surrogate_by_hand() -> None:
     advantages = torch.tensor([[1.0, 1.0, -1.0, -1.0]], dtype=torch.float64)
     steps = StepBatch(torch.zeros(1, 4, 1, dtype=torch.float64), actions, advantages,
                       torch.ones(1, 4, dtype=torch.float64))
-    query = QueryBatch(steps, torch.zeros(1, 4, 1), torch.zeros(1, 1, 1), old)
+    query = QueryBatch(steps, (torch.zeros(1, 4, 1), torch.zeros(1, 1, 1)), old)
     loss = clipped_surrogate_loss(policy, clip_eps=0.3)(params, query)
     # min(r A, clip(r) A): 1.3 (clipped), 0.5, -1.1, -0.7 (clip raises 0.5 to 0.7, min picks it)
     expected = -(1.3 + 0.5 - 1.1 - 0.7) / 4

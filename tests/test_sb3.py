@@ -26,7 +26,8 @@ STEPS = 256  # two PPO rollouts of 128 steps, each followed by an update
 def _needs(env_id: str) -> None:
     if env_id in METAWORLD:
         pytest.importorskip("metaworld")
-    elif env_id not in ("metarl/Navigation2D-v0", "metarl/Bandit-v0", "metarl/TabularMDP-v0"):
+    elif env_id not in ("metarl/Navigation2D-v0", "metarl/Bandit-v0", "metarl/Bandit-K10-v0",
+                        "metarl/TabularMDP-v0"):
         pytest.importorskip("mujoco")
 
 

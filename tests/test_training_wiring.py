@@ -80,7 +80,7 @@ def ref_task_terms(theta: Theta, batch: MetaBatch, task: int, lr: float, first_o
     mask, adv = q.steps.mask[task, index], q.steps.advantages[task, index]
     ratio = torch.exp(ref_log_prob(phi, obs, actions) - q.old_log_prob[task, index])
     mean, log_std = ref_distribution(phi, obs)
-    kl = ref_kl(q.old_mean[task, index], q.old_log_std[task, 0], mean, log_std)
+    kl = ref_kl(q.old_dist[0][task, index], q.old_dist[1][task, 0], mean, log_std)
     return -weighted_mean(ratio * adv, mask), weighted_mean(kl, mask)
 
 
@@ -142,7 +142,8 @@ def tiny_batch(theta: Theta, tasks: int = 2, steps: int = 12, lr: float = 0.5,
         means.append(ref_distribution(phi, query.observations[i])[0])
         log_stds.append(phi["log_std"].unsqueeze(0))
         log_probs.append(ref_log_prob(phi, query.observations[i], query.actions[i]))
-    old = QueryBatch(query, torch.stack(means), torch.stack(log_stds), torch.stack(log_probs))
+    old = QueryBatch(query, (torch.stack(means), torch.stack(log_stds)),
+                     torch.stack(log_probs))
     return MetaBatch([support], old)
 
 
@@ -268,7 +269,7 @@ def test_query_old_distribution_is_the_adapted_policys() -> None:
         obs, actions = q.steps.observations[i].double(), q.steps.actions[i].double()
         expected = ref_log_prob(phi, obs, actions)
         assert torch.allclose(q.old_log_prob[i].double(), expected, atol=1e-4)
-        assert torch.allclose(q.old_mean[i].double(), ref_distribution(phi, obs)[0], atol=1e-5)
+        assert torch.allclose(q.old_dist[0][i].double(), ref_distribution(phi, obs)[0], atol=1e-5)
         assert (ref_log_prob(theta, obs, actions) - expected).abs().max() > 1e-2
 
 

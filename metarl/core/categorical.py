@@ -21,13 +21,33 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from metarl.core.distributions import (
+    Categorical,
+    categorical_entropy,
+    categorical_fisher_product,
+    categorical_kl,
+    categorical_log_prob,
+)
 from metarl.core.linalg import Params
 
+__all__ = [
+    "CategoricalMLPPolicy",
+    "categorical_entropy",
+    "categorical_fisher_product",
+    "categorical_kl",
+    "categorical_log_prob",
+    "categorical_mlp",
+    "mean_kl_fisher_product",
+]
+
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+_CATEGORICAL = Categorical()
 
 
 class CategoricalMLPPolicy(nn.Module):
     """pi(a | s) = softmax(z_theta(s))_a with an MLP z_theta over ``num_actions`` logits."""
+
+    distribution: Categorical = _CATEGORICAL
 
     def __init__(
         self,
@@ -56,21 +76,24 @@ class CategoricalMLPPolicy(nn.Module):
         """A detached copy of the module's parameters: the meta-parameters theta."""
         return {name: p.detach().clone() for name, p in self.named_parameters()}
 
-    def distribution_params(self, params: Params, obs: Tensor) -> Tensor:
-        """The logits ``[..., num_actions]`` of the policy with ``params`` at ``obs``."""
-        return categorical_mlp(params, obs, self.activation)
+    def distribution_params(self, params: Params, obs: Tensor) -> tuple[Tensor]:
+        """``(logits,)``, the logits ``[..., num_actions]`` of the policy with ``params`` at
+        ``obs`` (a tuple, as every policy's distribution outputs are)."""
+        return (categorical_mlp(params, obs, self.activation),)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
-        return categorical_log_prob(self.distribution_params(params, obs), actions)
+        """log pi(a | s) for indices ``actions`` of shape ``obs.shape[:-1]``, or the rollouts'
+        float indices ``[..., 1]``."""
+        return self.distribution.log_prob(self.distribution_params(params, obs), actions)
 
     def entropy(self, params: Params, obs: Tensor) -> Tensor:
-        return categorical_entropy(self.distribution_params(params, obs))
+        return self.distribution.entropy(self.distribution_params(params, obs))
 
     def sample(
         self, params: Params, obs: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
         """Action indices (int64, ``obs.shape[:-1]``) drawn from the policy at ``obs``."""
-        logits = self.distribution_params(params, obs)
+        logits = categorical_mlp(params, obs, self.activation)
         probabilities = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
         # multinomial takes one row per draw, so the leading dimensions are flattened and restored
         drawn = torch.multinomial(probabilities, 1, generator=generator)
@@ -94,41 +117,6 @@ def categorical_mlp(params: Params, obs: Tensor, activation: str) -> Tensor:
     return x
 
 
-def categorical_log_prob(logits: Tensor, actions: Tensor) -> Tensor:
-    """log pi(a) = z_a - logsumexp(z), for integer ``actions`` of shape ``logits.shape[:-1]``."""
-    if actions.shape != logits.shape[:-1]:
-        raise ValueError(f"actions have shape {tuple(actions.shape)}, expected "
-                         f"{tuple(logits.shape[:-1])} (one index per row of logits)")
-    log_p = torch.log_softmax(logits, dim=-1)
-    return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-
-
-def categorical_entropy(logits: Tensor) -> Tensor:
-    """H(p) = -sum_a p_a log p_a with p = softmax(logits) (finite logits)."""
-    log_p = torch.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
-
-
-def categorical_kl(old_logits: Tensor, new_logits: Tensor) -> Tensor:
-    """KL(p_old || p_new) = sum_a p_old,a (log p_old,a - log p_new,a), per row."""
-    log_p_old = torch.log_softmax(old_logits, dim=-1)
-    log_p_new = torch.log_softmax(new_logits, dim=-1)
-    return (log_p_old.exp() * (log_p_old - log_p_new)).sum(-1)
-
-
-def categorical_fisher_product(logits: Tensor, vector: Tensor) -> Tensor:
-    """F v per state, F = diag(p) - p p^T the Fisher matrix of softmax(z) in the logits.
-
-    Derivation: KL(p_old || softmax(z)) = sum_a p_old,a log p_old,a - p_old . z + logsumexp(z),
-    whose Hessian in z is that of logsumexp, d softmax(z) / dz = diag(p) - p p^T; at z = z_old
-    it is the Fisher matrix, so F v = p * v - p (p . v). The Hessian of the *mean* KL over S
-    states with respect to all logits is block-diagonal with blocks F_s / S. ``logits`` and
-    ``vector`` are ``[..., A]``; the result has their shape.
-    """
-    p = torch.softmax(logits, dim=-1)
-    return p * vector - p * (p * vector).sum(-1, keepdim=True)
-
-
 def mean_kl_fisher_product(
     policy: CategoricalMLPPolicy, params: Params, obs: Tensor, damping: float = 0.0
 ) -> Callable[[Tensor], Tensor]:
@@ -143,7 +131,7 @@ def mean_kl_fisher_product(
     passes per product through a graph built once), so no Jacobian is ever formed.
     """
     leaves = [v.detach().requires_grad_(True) for v in params.values()]
-    logits = policy.distribution_params(dict(zip(params, leaves)), obs)
+    (logits,) = policy.distribution_params(dict(zip(params, leaves)), obs)
     states = logits.numel() // logits.shape[-1]
     old_logits = logits.detach()
     dummy = torch.zeros_like(logits, requires_grad=True)

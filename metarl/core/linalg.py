@@ -129,10 +129,15 @@ def conjugate_gradient(
 def gauss_newton_vector_product(
     outputs: Sequence[Tensor],
     wrt: Sequence[Tensor],
-    curvature: Sequence[Tensor],
+    curvature: Sequence[Tensor] | Callable[[list[Tensor]], Sequence[Tensor]],
     damping: float = 0.0,
 ) -> Callable[[Tensor], Tensor]:
-    """``v -> (J^T M J + damping I) v`` with ``J = d outputs / d wrt`` and diagonal ``M``.
+    """``v -> (J^T M J + damping I) v`` with ``J = d outputs / d wrt``.
+
+    ``M`` is either diagonal, given as one tensor per output (each shaped like, or broadcasting
+    against, its output), or any symmetric matrix given as a callable that maps ``J v`` (one
+    tensor per output) to ``M J v`` (the same shapes): a categorical policy's KL Hessian in its
+    logits, ``diag(p) - p p^T`` per state, is not diagonal.
 
     For a KL divergence evaluated where both distributions coincide, the KL's gradient with
     respect to the distribution parameters is zero, so its Hessian with respect to ``wrt`` is
@@ -158,7 +163,8 @@ def gauss_newton_vector_product(
                 pieces.append(vector[offset : offset + size].view_as(w))
             offset += size
         jv = torch.autograd.grad(linear_in_dummy, dummies, grad_outputs=pieces, retain_graph=True)
-        weighted = [m * j for m, j in zip(curvature, jv)]
+        weighted = (list(curvature(list(jv))) if callable(curvature)
+                    else [m * j for m, j in zip(curvature, jv)])
         jt = torch.autograd.grad(
             outputs, wrt, grad_outputs=weighted, retain_graph=True, allow_unused=True
         )

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from metarl.core.adaptation import adapt, per_task, select_tasks, task_count
+from metarl.core.distributions import DistParams, Policy
 from metarl.core.episodes import StepBatch, masked_mean
 from metarl.core.linalg import Params, detached_leaves, gauss_newton_vector_product, unflatten
-from metarl.core.policies import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 GradientMode = Literal["batched", "vmap", "loop"]
 
@@ -34,8 +34,9 @@ class QueryBatch(NamedTuple):
     """Query steps with the sampling (old) policy's outputs, for the TRPO surrogate and KL."""
 
     steps: StepBatch
-    old_mean: Tensor  # [N, M, act]
-    old_log_std: Tensor  # [N, 1, act]
+    # the old distribution's outputs (``policy.distribution_params``), each with leading
+    # [N, M] or, where it is one per task, [N, 1]: Gaussian (mean, log_std), categorical (logits,)
+    old_dist: DistParams
     old_log_prob: Tensor  # [N, M]
 
 
@@ -47,7 +48,7 @@ class MetaBatch(NamedTuple):
 QueryLoss = Callable[[Params, QueryBatch], Tensor]  # one loss per task
 
 
-def surrogate_loss(policy: GaussianMLPPolicy) -> QueryLoss:
+def surrogate_loss(policy: Policy) -> QueryLoss:
     """Importance-weighted surrogate ``-mean_t ratio_t A_t`` per task (Schulman et al. 2015,
     arXiv:1502.05477, eq. 14); its gradient at the sampling parameters is the policy gradient."""
 
@@ -60,7 +61,7 @@ def surrogate_loss(policy: GaussianMLPPolicy) -> QueryLoss:
 
 
 def query_loss_and_kl(
-    policy: GaussianMLPPolicy,
+    policy: Policy,
     inner_loss: Callable[[Params, StepBatch], Tensor],
     params: Params,
     batch: MetaBatch,
@@ -78,11 +79,11 @@ def query_loss_and_kl(
         m = part.query.old_log_prob.shape[0]
         adapted = adapt(inner_loss, per_task(params, m), part.supports, inner_lr, first_order)
         steps = part.query.steps
-        mean, log_std = policy.distribution_params(adapted, steps.observations)
-        log_prob = gaussian_log_prob(mean, log_std, steps.actions)
+        dist = policy.distribution_params(adapted, steps.observations)
+        log_prob = policy.distribution.log_prob(dist, steps.actions)
         ratio = torch.exp(log_prob - part.query.old_log_prob)
         loss_sum = loss_sum - masked_mean(ratio * steps.advantages, steps.mask).sum()
-        kl = gaussian_kl(part.query.old_mean, part.query.old_log_std, mean, log_std)
+        kl = policy.distribution.kl(part.query.old_dist, dist)
         kl_sum = kl_sum + masked_mean(kl, steps.mask).sum()
     return loss_sum / n, kl_sum / n
 
@@ -174,34 +175,41 @@ def curvature_subsample(batch: MetaBatch, step_fraction: float, generator: torch
     index = random_subset(q.steps.mask.shape[-1], step_fraction, generator)
     query = QueryBatch(
         steps=q.steps.subsample(index),
-        old_mean=q.old_mean.index_select(-2, index),
-        old_log_std=q.old_log_std,
+        old_dist=tuple(_step_subsample(x, q.old_log_prob.shape[-1], index) for x in q.old_dist),
         old_log_prob=q.old_log_prob.index_select(-1, index),
     )
     return MetaBatch(batch.supports, query)
 
 
+def _step_subsample(output: Tensor, steps: int, index: Tensor) -> Tensor:
+    """The steps ``index`` of a distribution output ``[N, M, ...]``; one that is the same for
+    all steps (a Gaussian's log-std, ``[N, 1, ...]``) is kept whole."""
+    if output.dim() < 2 or output.shape[1] != steps:
+        return output
+    return output.index_select(1, index)
+
+
 def pre_update_fisher_product(
-    policy: GaussianMLPPolicy, params: Params, support: StepBatch
+    policy: Policy, params: Params, support: StepBatch
 ) -> Callable[[Tensor], Tensor]:
     """``v -> F_pre v`` with F_pre the Hessian at ``params`` of the mean over tasks of
     KL(pi_params_old || pi_params) on the ``support`` states: the curvature of the pre-update
     (support-sampling) policy's change, in Gauss-Newton form, exact at the old policy."""
     n = support.mask.shape[0]
     leaves = detached_leaves(params)
-    mean, log_std = policy.distribution_params(leaves, support.observations)
+    dist = policy.distribution_params(leaves, support.observations)
     weights = support.mask / (n * support.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
-    inverse_var = torch.exp(-2 * log_std.detach())
-    curvature_mean = weights.unsqueeze(-1) * inverse_var
-    curvature_log_std = 2 * weights.sum() * torch.ones_like(log_std)
-    return gauss_newton_vector_product(
-        outputs=[mean, log_std], wrt=list(leaves.values()),
-        curvature=[curvature_mean, curvature_log_std],
-    )
+    old = tuple(x.detach() for x in dist)
+
+    def curvature(jv: list[Tensor]) -> list[Tensor]:
+        return policy.distribution.kl_hessian_product(old, weights, jv)
+
+    return gauss_newton_vector_product(outputs=list(dist), wrt=list(leaves.values()),
+                                       curvature=curvature)
 
 
 def fisher_vector_product(
-    policy: GaussianMLPPolicy,
+    policy: Policy,
     inner_loss: Callable[[Params, StepBatch], Tensor],
     params: Params,
     batch: MetaBatch,
@@ -215,8 +223,10 @@ def fisher_vector_product(
     At the old policy the KL's gradient vanishes, so F is exact in Gauss-Newton form: per task,
     ``F_i = P_i^T G_i P_i`` with ``P_i = d phi_i / d theta`` the Jacobian of the adaptation and
     ``G_i = J_i^T M_i J_i`` the Gauss-Newton matrix at phi_i (J_i the Jacobian of the policy's
-    means at the query states and log-stds, M_i the KL's Hessian in those outputs: ``w / var``
-    for each mean and ``2 sum_t w`` for each log-std, w each step's weight in the mean KL).
+    distribution outputs at the query states, M_i the KL's Hessian in those outputs, weighted by
+    each step's weight w in the mean KL: for a Gaussian ``w / var`` for each mean and
+    ``2 sum_t w`` for each log-std, for a categorical ``w (diag(p) - p p^T)`` per step;
+    ``Distribution.kl_hessian_product``).
 
     Each inner step s contributes ``P_s = I - lr H_s``, H_s the Hessian of the inner loss on
     all of step s's support data at the parameters before that step; ``P_s`` is symmetric and
@@ -234,15 +244,15 @@ def fisher_vector_product(
         current = {k: leaves[k].detach() - inner_lr * g.detach() for k, g in zip(leaves, grads)}
     adapted = detached_leaves(current)
     steps = batch.query.steps
-    mean, log_std = policy.distribution_params(adapted, steps.observations)
+    dist = policy.distribution_params(adapted, steps.observations)
     weights = steps.mask / (n * steps.mask.sum(-1, keepdim=True).clamp(min=1.0))  # [N, M]
-    inverse_var = torch.exp(-2 * batch.query.old_log_std)  # [N, 1, act]
-    curvature_mean = weights.unsqueeze(-1) * inverse_var
-    curvature_log_std = (2 * weights.sum(-1)).view(n, 1, 1).expand_as(log_std)
-    gauss_newton = gauss_newton_vector_product(
-        outputs=[mean, log_std], wrt=list(adapted.values()),
-        curvature=[curvature_mean, curvature_log_std],
-    )
+    old = batch.query.old_dist
+
+    def curvature(jv: list[Tensor]) -> list[Tensor]:
+        return policy.distribution.kl_hessian_product(old, weights, jv)
+
+    gauss_newton = gauss_newton_vector_product(outputs=list(dist), wrt=list(adapted.values()),
+                                               curvature=curvature)
     shapes = [v.shape for v in adapted.values()]
 
     def through_inner_step(graph: tuple[list[Tensor], tuple[Tensor, ...]],

@@ -12,21 +12,25 @@ log standard deviation initialised to 0 (Finn et al. 2017, arXiv:1703.03400, use
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from metarl.core.distributions import DiagonalGaussian, gaussian_kl, gaussian_log_prob
 from metarl.core.linalg import Params
 
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+__all__ = ["GaussianMLPPolicy", "gaussian_kl", "gaussian_log_prob", "gaussian_mlp"]
+
+_GAUSSIAN = DiagonalGaussian()
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 class GaussianMLPPolicy(nn.Module):
     """pi(a | s) = N(mu_theta(s), diag(exp(log_std))^2) with an MLP mean."""
+
+    distribution: DiagonalGaussian = _GAUSSIAN
 
     def __init__(
         self,
@@ -60,8 +64,7 @@ class GaussianMLPPolicy(nn.Module):
         return gaussian_mlp(params, obs, self.activation)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
-        mean, log_std = self.distribution_params(params, obs)
-        return gaussian_log_prob(mean, log_std, actions)
+        return self.distribution.log_prob(self.distribution_params(params, obs), actions)
 
     def sample(
         self, params: Params, obs: Tensor, generator: torch.Generator | None = None
@@ -96,18 +99,3 @@ def _affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
     return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(-1, -2))
-
-
-def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
-    """Log-density of a diagonal Gaussian, summed over the last (action) dimension."""
-    z = (actions - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)
-
-
-def gaussian_kl(
-    mean_p: Tensor, log_std_p: Tensor, mean_q: Tensor, log_std_q: Tensor
-) -> Tensor:
-    """KL(p || q) of diagonal Gaussians, summed over the action dimension."""
-    var_ratio = torch.exp(2 * (log_std_p - log_std_q))
-    mahalanobis = ((mean_p - mean_q) * torch.exp(-log_std_q)).pow(2)
-    return (0.5 * (var_ratio + mahalanobis - 1) - (log_std_p - log_std_q)).sum(-1)

@@ -18,14 +18,14 @@ import torch
 from torch import Tensor
 
 from metarl.core.adam import AdamState, adam_step
+from metarl.core.distributions import DistParams, Policy
 from metarl.core.episodes import StepBatch, masked_mean
 from metarl.core.linalg import Params
 from metarl.core.maml import MetaBatch, QueryBatch, meta_gradient
-from metarl.core.policies import GaussianMLPPolicy, gaussian_kl
 
 
 def clipped_surrogate_loss(
-    policy: GaussianMLPPolicy, clip_eps: float
+    policy: Policy, clip_eps: float
 ) -> Callable[[Params, QueryBatch], Tensor]:
     """``-mean_t min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)`` per task, ``r`` the ratio of the
     adapted policy to the one that sampled the query data."""
@@ -49,15 +49,16 @@ class PrompResult(NamedTuple):
     pre_update_kl: float
 
 
-def pre_update_kl(policy: GaussianMLPPolicy, params: Params, support: StepBatch,
-                  old: tuple[Tensor, Tensor]) -> Tensor:
-    """Mean over tasks of KL(pi_old || pi_params) on the first support step's states."""
-    mean, log_std = policy.distribution_params(params, support.observations)
-    return masked_mean(gaussian_kl(old[0], old[1], mean, log_std), support.mask).mean()
+def pre_update_kl(policy: Policy, params: Params, support: StepBatch,
+                  old: DistParams) -> Tensor:
+    """Mean over tasks of KL(pi_old || pi_params) on the first support step's states, ``old``
+    the old policy's distribution outputs there."""
+    new = policy.distribution_params(params, support.observations)
+    return masked_mean(policy.distribution.kl(old, new), support.mask).mean()
 
 
 def promp_step(
-    policy: GaussianMLPPolicy,
+    policy: Policy,
     inner_loss: Callable[[Params, StepBatch], Tensor],
     params: Params,
     adam: AdamState,

@@ -8,7 +8,8 @@ and sampling seeds, the same inner loop and step sizes, 0..k vanilla policy-grad
   outer optimiser and sample budget (``learner: pretrained``), then fine-tuned;
 - ``random``: the run's initial parameters (a random initialisation), fine-tuned;
 - ``oracle``: a policy that sees the task parameters in its observation (stable-baselines3 PPO,
-  ``metarl.rl.oracle``); it does not adapt, so it is one dashed line.
+  ``metarl.rl.oracle``); it does not adapt, so it is one dashed line. For the discrete families
+  (bandits, tabular MDPs) it is instead each held-out task's known optimal expected return.
 
 The baselines are trained once into ``RUN_DIR/baselines/`` and reused (an interrupted pretrained
 run resumes), so comparing again, or with more tasks, costs only the evaluations.
@@ -148,16 +149,20 @@ def compare_run(
                                  **protocol,
                                  "checkpoint": "the run's seeded initialisation"}
         else:
-            from metarl.rl.oracle import evaluate_oracle, train_oracle
+            from metarl.rl.oracle import evaluate_oracle, known_optimal_returns, train_oracle
 
-            model, budget = train_oracle(config, run_dir / "baselines" / "oracle",
-                                         oracle_timesteps, progress)
-            returns = evaluate_oracle(config, model, tasks, episodes, seed)
+            returns = known_optimal_returns(config, tasks, seed)
+            budget: int | None = None
+            source = "the known optimum of each task"
+            if returns is None:
+                model, budget = train_oracle(config, run_dir / "baselines" / "oracle",
+                                             oracle_timesteps, progress)
+                returns = evaluate_oracle(config, model, tasks, episodes, seed)
+                source = str(run_dir / "baselines" / "oracle")
             results["oracle"] = {"steps": list(range(steps + 1)),
                                  "mean": [float(returns.mean())] * (steps + 1),
                                  "ci95": [summarize(returns[None])[1][0]] * (steps + 1),
-                                 **protocol, "timesteps": budget,
-                                 "checkpoint": str(run_dir / "baselines" / "oracle")}
+                                 **protocol, "timesteps": budget, "checkpoint": source}
     # a comparison adds to the one already there (same protocol), never shrinks it
     results = {**{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)

@@ -59,7 +59,7 @@ def evaluate_adaptation(
     """
     env = make_task_vector_env(config.env_id, tasks * episodes, config.physics,
                                action_space=config.action_space)
-    policy = build_policy(config, env.obs_dim, env.act_dim)
+    policy = build_policy(config, env)
     held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)
     learner = build_learner(config, policy)

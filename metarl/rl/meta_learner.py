@@ -21,7 +21,6 @@ from metarl.core.episodes import Episodes
 from metarl.core.guards import NonFiniteError, check_finite
 from metarl.core.linalg import Params
 from metarl.core.maml import MetaBatch, QueryBatch
-from metarl.core.policies import gaussian_log_prob
 from metarl.envs import Task, make_task_vector_env
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.combination import check_combination
@@ -48,7 +47,7 @@ class MetaLearner:
             action_space=config.action_space,
         )
         torch.manual_seed(config.seed)
-        self.policy = build_policy(config, self.env.obs_dim, self.env.act_dim)
+        self.policy = build_policy(config, self.env)
         # tasks from their own stream, so that how much a run samples never changes its tasks
         task_seed, dynamics_seed = np.random.SeedSequence(config.seed).spawn(2)
         self.task_rng = np.random.default_rng(task_seed)
@@ -130,9 +129,9 @@ class MetaLearner:
         """Query steps with the sampling policy's outputs, for the surrogate and the KL."""
         query = advantages_batch(episodes, self.config)
         with torch.no_grad():
-            old_mean, old_log_std = self.policy.distribution_params(params, query.observations)
-            old_log_prob = gaussian_log_prob(old_mean, old_log_std, query.actions)
-        return QueryBatch(query, old_mean, old_log_std, old_log_prob)
+            old_dist = self.policy.distribution_params(params, query.observations)
+            old_log_prob = self.policy.distribution.log_prob(old_dist, query.actions)
+        return QueryBatch(query, old_dist, old_log_prob)
 
     def update(self, state: TrainState, batch: MetaBatch) -> tuple[TrainState, dict[str, float]]:
         """The outer step on ``batch``: the state with new parameters (and optimiser state),

@@ -29,19 +29,18 @@ import torch
 from metarl.config import TrainConfig, load_config
 from metarl.core.adaptation import per_task
 from metarl.core.linalg import Params
-from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import Task, env_kwargs, make_task_vector_env
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.evaluation import step_learning_rates
 from metarl.rl.learners import build_learner
-from metarl.rl.policy import build_policy, load_params
+from metarl.rl.policy import PolicyModule, config_policy, load_params
 from metarl.rl.rollout import rollout
 
 
 @dataclass
 class MetaPolicy:
     config: TrainConfig
-    policy: GaussianMLPPolicy
+    policy: PolicyModule
     params: Params  # the meta-parameters theta
 
     @classmethod
@@ -50,11 +49,7 @@ class MetaPolicy:
         run_dir = Path(run_dir)
         config = load_config(run_dir / "config.yaml")
         params, _ = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)
-        probe = make_task_vector_env(config.env_id, 1, config.physics,
-                                     action_space=config.action_space)
-        policy = build_policy(config, probe.obs_dim, probe.act_dim)
-        probe.close()
-        return cls(config, policy, params)
+        return cls(config, config_policy(config), params)
 
     def make_env(self) -> Any:
         """One environment of the run's family, physics and action space."""
@@ -83,12 +78,14 @@ class MetaPolicy:
     def act(self, observation: np.ndarray, params: Params | None = None,
             deterministic: bool = True) -> np.ndarray:
         """The action of the policy with ``params`` (default: theta) at one observation: the
-        mean, or a sample when not ``deterministic``."""
+        mean (the most likely action, for a categorical policy), or a sample when not
+        ``deterministic``."""
         obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32)
         chosen = self.params if params is None else params
         with torch.no_grad():
-            if deterministic:
-                action = self.policy.distribution_params(chosen, obs)[0]
-            else:
-                action = self.policy.sample(chosen, obs)
+            dist = self.policy.distribution_params(chosen, obs)
+            distribution = self.policy.distribution
+            action = (distribution.mode(dist) if deterministic else
+                      distribution.sample(dist, distribution.draw_noise(
+                          distribution.mode(dist).shape, None)))
         return action.numpy()

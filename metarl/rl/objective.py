@@ -8,21 +8,21 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from metarl.config import TrainConfig
+from metarl.core.distributions import Policy
 from metarl.core.estimators import InnerLoss, inner_loss_for
 from metarl.core.linalg import Params
 from metarl.core.maml import MetaBatch, QueryLoss, query_loss_and_kl, surrogate_loss
-from metarl.core.policies import GaussianMLPPolicy
 
 
 @dataclass
 class MetaObjective:
     config: TrainConfig
-    policy: GaussianMLPPolicy
+    policy: Policy
     inner_loss: InnerLoss
     outer_loss: QueryLoss
 
     @classmethod
-    def for_config(cls, config: TrainConfig, policy: GaussianMLPPolicy) -> MetaObjective:
+    def for_config(cls, config: TrainConfig, policy: Policy) -> MetaObjective:
         inner = inner_loss_for(policy, config.estimator, config.episodes_per_task)
         return cls(config, policy, inner, surrogate_loss(policy))
 

@@ -11,6 +11,10 @@ same map onto the environment's bounds that a run with that setting uses
 (``metarl.envs.action_map``; SB3's advice for Box actions, and PPO's Gaussian starts at std 1,
 which on 2D navigation's +-0.1 bounds would clip nearly every sample). Evaluation uses the same
 held-out tasks, seeds and horizon as ``metarl.rl.evaluation``, with the oracle's mean actions.
+
+The discrete families (bandits, tabular MDPs) need no PPO: their environments know each task's
+optimal expected return (the best arm's probability times the horizon; the MDP's optimal value
+by value iteration), and that exact ceiling is their oracle (``known_optimal_returns``).
 """
 
 from __future__ import annotations
@@ -41,8 +45,27 @@ PPO_ENVS = 8
 ORACLE_ACTION_SPACE = "unit"  # PPO acts in [-1, 1]^d, mapped onto the environment's bounds
 
 
+def known_optimal_returns(config: TrainConfig, tasks: int, seed: int) -> np.ndarray | None:
+    """The optimal expected return of one episode on each of the ``tasks`` held-out tasks that
+    ``metarl.rl.evaluation`` draws with ``seed``, where ``config``'s environment knows it (its
+    ``optimal_return``); None for the other families. A one-line error if the run's horizon is
+    not the environment's, for which the optimum is computed."""
+    env = make_task_vector_env(config.env_id, 1, config.physics)
+    optimal = getattr(env, "optimal_return", None)
+    if optimal is None:
+        return None
+    horizon = getattr(env, "horizon", config.horizon)
+    if horizon != config.horizon:
+        raise ValueError(f"{config.env_id}'s optimal return is for its horizon {horizon}, but the "
+                         f"run's horizon is {config.horizon}")
+    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
+    return np.array([float(optimal(task)) for task in held_out])
+
+
 def check_oracle_available(config: TrainConfig) -> None:
     """A one-line error if the oracle cannot be built for ``config``."""
+    if known_optimal_returns(config, 1, 0) is not None:
+        return  # the exact optimum: no PPO to train
     try:
         import stable_baselines3  # noqa: F401
     except ImportError as err:

@@ -125,7 +125,7 @@ class ShardSampler:
         self._envs: dict[int, TaskVectorEnv] = {}
         self.last_sample_s = 0.0  # seconds the last ``sample`` took here, without transfers
         probe = self._env(1)
-        self.policy = build_policy(config, probe.obs_dim, probe.act_dim)
+        self.policy = build_policy(config, probe)
         self.learner = build_learner(config, self.policy)
 
     def ready(self) -> int:

@@ -18,16 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from metarl.core.distributions import Distribution, Policy
 from metarl.core.episodes import Episodes
 from metarl.core.guards import check_finite
 from metarl.core.linalg import Params
-from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs.base import Task, TaskVectorEnv
 
 
 def rollout(
     env: TaskVectorEnv,
-    policy: GaussianMLPPolicy,
+    policy: Policy,
     params: Params,
     tasks: Sequence[Task],
     episodes_per_task: int,
@@ -43,7 +43,9 @@ def rollout(
     episodes_per_task``; sub-environment ``n * B + b`` runs episode ``b`` of task ``n``.
 
     The action noise comes from ``generator`` and the reset from ``seed``, for the whole batch;
-    or, with ``task_seeds`` (one per task, instead of both), from each task's own seed.
+    or, with ``task_seeds`` (one per task, instead of both), from each task's own seed. Actions
+    are drawn by the policy's distribution from that noise (``Distribution.sample``) and stored
+    as floats ``[N, T, B, act]``: a discrete action is its index, ``[..., 1]``.
     """
     n, b = len(tasks), episodes_per_task
     if env.num_envs != n * b:
@@ -55,7 +57,8 @@ def rollout(
             raise ValueError("pass task_seeds or generator and seed, not both")
         if len(task_seeds) != n:
             raise ValueError(f"got {len(task_seeds)} task seeds for {n} tasks")
-        reset_seed, noise = _per_task_randomness(task_seeds, b, horizon, env.act_dim)
+        reset_seed, noise = _per_task_randomness(task_seeds, b, horizon, env.act_dim,
+                                                 policy.distribution)
     env.set_tasks([task for task in tasks for _ in range(b)])
     # a list holds one seed per copy, as gymnasium's vector envs take it (its annotation says int)
     obs, _ = env.reset(seed=reset_seed)  # type: ignore[arg-type]
@@ -72,11 +75,10 @@ def rollout(
             obs_t = torch.as_tensor(obs, dtype=torch.float32).view(n, b, obs_dim)
             # before they become NaN actions that the environment would reject, unexplained
             check_finite(f"the observations at step {t}", obs_t.view(n * b, -1)[alive])
-            if noise is None:
-                act_t = policy.sample(params, obs_t, generator)
-            else:
-                mean, log_std = policy.distribution_params(params, obs_t)
-                act_t = mean + log_std.exp() * noise[:, t]
+            dist = policy.distribution_params(params, obs_t)
+            noise_t = (policy.distribution.draw_noise((n, b, act_dim), generator)
+                       if noise is None else noise[:, t])
+            act_t = policy.distribution.sample(dist, noise_t)
             observations[:, t] = obs_t
             actions[:, t] = act_t
             mask[:, t] = torch.from_numpy(alive.reshape(n, b))
@@ -101,10 +103,12 @@ def draw_task_seeds(rng: np.random.Generator, n: int) -> list[int]:
 
 
 def _per_task_randomness(
-    task_seeds: Sequence[int], episodes: int, horizon: int, act_dim: int
+    task_seeds: Sequence[int], episodes: int, horizon: int, act_dim: int,
+    distribution: Distribution,
 ) -> tuple[list[int], torch.Tensor]:
-    """Reset seeds of every sub-environment (gymnasium's one seed per copy) and the standard
-    normal action noise ``[N, T, B, act]``, each task's from its own seed only.
+    """Reset seeds of every sub-environment (gymnasium's one seed per copy) and the action
+    noise ``[N, T, B, act]`` of ``distribution`` (standard normal for the Gaussian, uniform
+    for the categorical's inverse CDF), each task's from its own seed only.
 
     A task's seed is expanded by ``numpy.random.SeedSequence`` into ``B`` reset seeds and one
     seed of a torch generator that draws the task's whole noise at once (one call per task).
@@ -115,5 +119,5 @@ def _per_task_randomness(
         words = np.random.SeedSequence(task_seed).generate_state(episodes + 1).tolist()
         reset_seeds.extend(words[:episodes])
         generator = torch.Generator().manual_seed(words[episodes])
-        noise[i] = torch.randn(horizon, episodes, act_dim, generator=generator)
+        noise[i] = distribution.draw_noise((horizon, episodes, act_dim), generator)
     return reset_seeds, noise

@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 from metarl.config import TrainConfig
 from metarl.core.adaptation import per_task
+from metarl.core.distributions import Policy
 from metarl.core.episodes import Episodes, StepBatch
 from metarl.core.guards import check_finite
 from metarl.core.linalg import Params
-from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import Task, TaskVectorEnv
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.learners.base import Learner
@@ -39,7 +39,7 @@ def check_episodes(episodes: Episodes, where: str) -> None:
 
 
 def sample_episodes(
-    env: TaskVectorEnv, policy: GaussianMLPPolicy, learner: Learner, config: TrainConfig,
+    env: TaskVectorEnv, policy: Policy, learner: Learner, config: TrainConfig,
     params: Params, tasks: Sequence[Task], seeds: Sequence[Sequence[int]],
 ) -> SampledEpisodes:
     """Support rollouts, the sampling-time adaptation and the query rollout of ``tasks``.

@@ -28,15 +28,14 @@ import numpy as np
 import torch
 
 from metarl.config import TrainConfig, resolve_threads
-from metarl.envs import env_kwargs, make_task_vector_env
+from metarl.envs import TaskVectorEnv, env_kwargs, make_task_vector_env
 from metarl.envs.base import usable_cores
 from metarl.rl.policy import build_policy
 from metarl.run.watchdog import deadline
 
 
-def _policy_fn(config: TrainConfig, obs_dim: int, act_dim: int) -> Callable[[np.ndarray],
-                                                                             np.ndarray]:
-    policy = build_policy(config, obs_dim, act_dim)
+def _policy_fn(config: TrainConfig, env: TaskVectorEnv) -> Callable[[np.ndarray], np.ndarray]:
+    policy = build_policy(config, env)
     params = policy.initial_params()
     generator = torch.Generator().manual_seed(0)
 
@@ -113,7 +112,7 @@ def run_throughput(config: TrainConfig, horizon: int | None = None,
                                    action_space=config.action_space)
     tasks = batched.sample_tasks(config.meta_batch_size, np.random.default_rng(0))
     batched.set_tasks([t for t in tasks for _ in range(config.episodes_per_task)])
-    act = _policy_fn(config, batched.obs_dim, batched.act_dim)
+    act = _policy_fn(config, batched)
 
     limit_s = config.rollout_timeout_s
     with _closing(batched, limit_s, "batched"):

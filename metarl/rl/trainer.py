@@ -25,6 +25,7 @@ import torch
 from metarl.config import TrainConfig, load_config, resolve_threads, save_config
 from metarl.core.adam import AdamState
 from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.policy import LEGACY_POLICY_KIND, check_policy_kind, policy_kind
 from metarl.rl.train_state import TrainState
 from metarl.run.checkpoint import check_params, load_checkpoint, save_checkpoint
 from metarl.run.logger import RunLogger
@@ -44,13 +45,16 @@ RESUMABLE_CHANGES = frozenset({"iterations", "max_minutes", "log_interval", "che
 def checkpoint_payload(
     config: TrainConfig, state: TrainState, query_return: float | None = None,
     rng: dict[str, Any] | None = None, train_seconds: float = 0.0,
+    policy: str = LEGACY_POLICY_KIND,
 ) -> dict[str, Any]:
     """What a checkpoint holds; ``query_return`` is the training return ``state.params`` earned
     after adaptation, when it was measured. With the learner's ``rng`` streams it holds all a
     resumed run needs to continue exactly as if it had never stopped; ``train_seconds`` (all
-    sessions' training time so far) lets a resumed run keep to its ``max_minutes``."""
+    sessions' training time so far) lets a resumed run keep to its ``max_minutes``. ``policy``
+    is the policy's kind (``metarl.rl.policy.policy_kind``), checked whenever it is loaded."""
     return {
         "params": state.params,
+        "policy": policy,
         "iteration": state.iteration,
         "env_steps": state.env_steps,
         "best_return": state.best_return,
@@ -109,6 +113,7 @@ def resume_state(config: TrainConfig, run_dir: Path,
         return learner.initial_state(), 0.0
     payload = load_checkpoint(last)
     check_resumable(config, payload)
+    check_policy_kind(last, payload, policy_kind(learner.policy))
     check_params(last, payload["params"], learner.policy.initial_params())
     state = restore_state(payload)
     learner.set_rng_state(payload["rng"])
@@ -137,6 +142,7 @@ class RLRun:
         self.config, self.run_dir, self.learner, self.state = config, run_dir, learner, state
         self.rng = learner.rng_state()  # the streams as of state.iteration, never mid-iteration
         self.last_metrics: dict[str, float] = {}
+        self.policy_kind = policy_kind(learner.policy)
 
     @property
     def iteration(self) -> int:
@@ -152,7 +158,8 @@ class RLRun:
         self.rng = self.learner.rng_state()
         self.last_metrics = metrics
         if self.state.best_return > previous.best_return:
-            payload = checkpoint_payload(self.config, previous, metrics["query/return"])
+            payload = checkpoint_payload(self.config, previous, metrics["query/return"],
+                                         policy=self.policy_kind)
             # the parameters after previous.iteration updates earned this return in the
             # rollouts of the next iteration, the row of metrics.jsonl that shows it
             payload["measured_at_iteration"] = self.state.iteration
@@ -167,7 +174,8 @@ class RLRun:
     def save_checkpoint(self, train_seconds: float) -> None:
         save_checkpoint(self.run_dir / "checkpoints" / "last.pt",
                         checkpoint_payload(self.config, self.state, rng=self.rng,
-                                           train_seconds=train_seconds))
+                                           train_seconds=train_seconds,
+                                           policy=self.policy_kind))
 
     def summary(self) -> dict[str, Any]:
         return {

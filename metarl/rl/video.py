@@ -31,9 +31,10 @@ from tqdm import tqdm
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.core.linalg import Params
 from metarl.core.policies import GaussianMLPPolicy
+from metarl.envs import make_task_vector_env
 from metarl.envs.base import Task
 from metarl.rl.evaluation import CHECKPOINTS, evaluate_adaptation
-from metarl.rl.policy import load_params
+from metarl.rl.policy import discrete_actions, load_params
 
 __all__ = [
     "CAPTION_HEIGHT",
@@ -483,6 +484,18 @@ def log_video(writer: Any, tag: str, frames: Sequence[np.ndarray], step: int,
     return True
 
 
+def _has_discrete_actions(config: TrainConfig) -> bool:
+    """Whether the run's family acts by index; an id that is no task family is left to the
+    renderer, which names what it cannot make or render."""
+    try:
+        env = make_task_vector_env(config.env_id, 1, config.physics)
+    except ValueError:
+        return False
+    discrete = discrete_actions(env) is not None
+    env.close()
+    return discrete
+
+
 def record_video(
     run_dir: str | Path,
     *,
@@ -521,6 +534,9 @@ def record_video(
         raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, "
                          f"got {checkpoint!r}")
     config = load_config(run_dir / "config.yaml")
+    if _has_discrete_actions(config):
+        raise ValueError(f"metarl video renders the continuous task families; {config.env_id} "
+                         "has discrete actions and nothing to render")
     steps = config.eval_steps if steps is None else steps
     horizon = config.horizon if horizon is None else horizon
     for name, value, low in (("tasks", tasks, 1), ("steps", steps, 0), ("episodes", episodes, 1),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 
 from metarl.config import ConfigError, TrainConfig
-from metarl.core.policies import GaussianMLPPolicy
+from metarl.core.distributions import Policy
 from metarl.rl.learners.base import Learner
 from metarl.rl.learners.imaml import Imaml
 from metarl.rl.learners.maml import FirstOrderMaml, Maml
@@ -33,7 +33,7 @@ def learner_class(name: str) -> type[Learner]:
     return LEARNERS[name]
 
 
-def build_learner(config: TrainConfig, policy: GaussianMLPPolicy) -> Learner:
+def build_learner(config: TrainConfig, policy: Policy) -> Learner:
     """The config's learner on ``policy``, with the config's estimator as its inner loss."""
     return learner_class(config.learner)(config, MetaObjective.for_config(config, policy))
 
