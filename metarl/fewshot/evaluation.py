@@ -40,10 +40,8 @@ from metarl.fewshot.problem_factory import build_problem
 from metarl.fewshot.problems import Problem, Role, task_generator
 from metarl.fewshot.protonet import protonet_logits
 from metarl.run.atomic_write import write_json
-from metarl.run.checkpoint import load_checkpoint
+from metarl.run.checkpoint import load_checkpoint, run_checkpoint
 from metarl.run.live import running_pid
-
-CHECKPOINTS = ("best", "last")
 
 
 def adaptation_kind(config: FewShotConfig) -> str:
@@ -135,11 +133,7 @@ def evaluate_run(
     or query accuracy as a fraction) per step; ``per_task`` the scores ``[task][step]``.
     """
     run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        known = ", ".join(CHECKPOINTS)
-        raise ValueError(f"--checkpoint must be one of {known}, got {checkpoint!r}")
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    checkpoint_path = run_checkpoint(run_dir, checkpoint)
     config = load_fewshot_config(run_dir / "config.yaml")
     if data_path is not None:
         config = dataclasses.replace(config, data_path=data_path)
@@ -151,7 +145,7 @@ def evaluate_run(
     if tasks < 1 or steps < 0 or seed < 0:
         raise ValueError(f"need --tasks >= 1, --steps >= 0, --seed >= 0; got {tasks}, {steps}, "
                          f"{seed}")
-    payload = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt")
+    payload = load_checkpoint(checkpoint_path)
     torch.set_num_threads(resolve_threads(config.torch_threads))
     problem = build_problem(config)
     scores = adaptation_scores(config, problem, payload["params"], "test", tasks, steps,

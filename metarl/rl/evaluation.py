@@ -30,9 +30,9 @@ from metarl.rl.learners import build_learner
 from metarl.rl.policy import build_policy, load_params
 from metarl.rl.rollout import rollout
 from metarl.run.atomic_write import write_json
+from metarl.run.checkpoint import run_checkpoint
 from metarl.run.live import running_pid
 
-CHECKPOINTS = ("best", "last")
 PLOTTED_TASKS = 4
 
 
@@ -107,11 +107,7 @@ def evaluate_run(
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields.
     """
     run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        known = ", ".join(CHECKPOINTS)
-        raise ValueError(f"--checkpoint must be one of {known}, got {checkpoint!r}")
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    checkpoint_path = run_checkpoint(run_dir, checkpoint)
     config = load_config(run_dir / "config.yaml")
     tasks = config.eval_tasks if tasks is None else tasks
     steps = config.eval_steps if steps is None else steps
@@ -120,7 +116,7 @@ def evaluate_run(
                              ("seed", seed, 0)):
         if value < low:
             raise ValueError(f"--{name} must be >= {low}, got {value}")
-    params, payload = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)
+    params, payload = load_params(checkpoint_path, config)
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
     mean, ci95 = summarize(outcome["returns"])

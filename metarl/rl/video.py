@@ -33,8 +33,9 @@ from metarl.core.linalg import Params
 from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import make_task_vector_env
 from metarl.envs.base import Task
-from metarl.rl.evaluation import CHECKPOINTS, evaluate_adaptation
+from metarl.rl.evaluation import evaluate_adaptation
 from metarl.rl.policy import discrete_actions, load_params
+from metarl.run.checkpoint import run_checkpoint
 
 __all__ = [
     "CAPTION_HEIGHT",
@@ -528,11 +529,7 @@ def record_video(
     like a GIF, holds every frame in memory (the mp4 alone is written one frame at a time).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, "
-                         f"got {checkpoint!r}")
+    checkpoint_path = run_checkpoint(run_dir, checkpoint)
     config = load_config(run_dir / "config.yaml")
     if _has_discrete_actions(config):
         raise ValueError(f"metarl video renders the continuous task families; {config.env_id} "
@@ -555,7 +552,7 @@ def record_video(
     probe.close()
 
     if params is None:
-        params = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)[0]
+        params = load_params(checkpoint_path, config)[0]
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed)
     frames = render_adaptation(

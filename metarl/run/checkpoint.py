@@ -87,3 +87,17 @@ def _feed(digest: Any, value: Any) -> None:
             _feed(digest, item)
     else:
         digest.update(f"V{value!r};".encode())
+
+
+# The checkpoints every run writes: the best by its own measure, and the last (resumable).
+CHECKPOINTS = ("best", "last")
+
+
+def run_checkpoint(run_dir: Path, name: str) -> Path:
+    """The path of checkpoint ``name`` of the run in ``run_dir``, after one-line errors for a
+    name that is no checkpoint and a folder that is no run."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {name!r}")
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    return run_dir / "checkpoints" / f"{name}.pt"
