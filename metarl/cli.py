@@ -26,8 +26,15 @@ from typing import NoReturn
 import yaml
 
 from metarl import __version__
-from metarl.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
+from metarl.config import (
+    RESUMABLE_FIELDS,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    read_yaml_mapping,
+)
 from metarl.fewshot.config import (
+    FEWSHOT_RESUMABLE_FIELDS,
     FewShotConfig,
     fewshot_field_names,
     is_fewshot_config,
@@ -76,6 +83,10 @@ _OVERRIDE_HELP = (
 )
 
 
+def _flags(fields: frozenset[str]) -> str:
+    return ", ".join(f"--{name.replace('_', '-')}" for name in sorted(fields))
+
+
 def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
     """The evaluation protocol's options, shared by `eval` and `compare`."""
     parser.add_argument(
@@ -118,8 +129,9 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue RUN_DIR from its last checkpoint, exactly (its config is reused; only "
-        "--iterations and the logging intervals may change)",
+        help="continue RUN_DIR from its last checkpoint, exactly (its config is reused; an RL "
+        f"run may change only {_flags(RESUMABLE_FIELDS)}; a few-shot run only "
+        f"{_flags(FEWSHOT_RESUMABLE_FIELDS)})",
     )
     train.add_argument(
         "--run-dir",

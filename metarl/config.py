@@ -274,6 +274,14 @@ class TrainConfig:
         return out
 
 
+# Fields a resumed run may change: they affect neither the maths nor the random streams.
+RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval", "checkpoint_interval",
+                              "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
+                              "rollout_timeout_s",
+                              # either sampler gives the same episodes: a run may move to Ray
+                              "sampler", "ray_workers", "ray_address"})
+
+
 _ACTIVATIONS = ("tanh", "relu")
 _PHYSICS = ("peers", "maml")
 _ACTION_SPACES = ("env", "unit")  # metarl.envs.action_map.ACTION_SPACES

@@ -24,6 +24,7 @@ from metarl.config import (
 )
 
 __all__ = [
+    "FEWSHOT_RESUMABLE_FIELDS",
     "FewShotConfig",
     "is_fewshot_config",
     "load_fewshot_config",
@@ -245,6 +246,12 @@ class FewShotConfig:
     def to_dict(self) -> dict[str, object]:
         """Plain YAML-safe values, in field order."""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+# Fields a resumed run may change: they touch neither the training maths nor its random stream
+# (with a linear learning-rate schedule the iteration count sets the rates, so it may not change).
+FEWSHOT_RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval",
+                               "checkpoint_interval", "eval_tasks", "data_path"})
 
 
 def fewshot_field_names() -> set[str]:

@@ -25,7 +25,11 @@ import torch
 from metarl.config import resolve_threads
 from metarl.core.adam import AdamState
 from metarl.core.confidence import ci95
-from metarl.fewshot.config import FewShotConfig, save_fewshot_config
+from metarl.fewshot.config import (
+    FEWSHOT_RESUMABLE_FIELDS,
+    FewShotConfig,
+    save_fewshot_config,
+)
 from metarl.fewshot.evaluation import adaptation_scores
 from metarl.fewshot.learners import FewShotState, initial_state, training_step
 from metarl.fewshot.problem_factory import build_problem
@@ -38,10 +42,7 @@ from metarl.run.plots import plot_fewshot_curves
 from metarl.run.resources import peak_rss_mb
 from metarl.run.resume import check_iteration, check_same_run, truncate_metrics
 
-# Fields a resumed run may change: they touch neither the training maths nor its random stream
-# (with a linear learning-rate schedule the iteration count sets the rates, so it may not change).
-RESUMABLE_CHANGES = frozenset({"iterations", "max_minutes", "log_interval",
-                               "checkpoint_interval", "eval_tasks", "data_path"})
+RESUMABLE_CHANGES = FEWSHOT_RESUMABLE_FIELDS  # metarl.fewshot.config
 ECHO_KEYS = ("train/loss", "train/accuracy", "val/mse", "val/accuracy", "outer/lr",
              "time/iteration_s")
 

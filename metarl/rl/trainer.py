@@ -22,7 +22,13 @@ from typing import Any
 
 import torch
 
-from metarl.config import TrainConfig, load_config, resolve_threads, save_config
+from metarl.config import (
+    RESUMABLE_FIELDS,
+    TrainConfig,
+    load_config,
+    resolve_threads,
+    save_config,
+)
 from metarl.core.adam import AdamState
 from metarl.rl.meta_learner import MetaLearner
 from metarl.rl.policy import LEGACY_POLICY_KIND, check_policy_kind, policy_kind
@@ -34,12 +40,8 @@ from metarl.run.plots import plot_training_curves
 from metarl.run.resume import check_iteration, truncate_metrics
 from metarl.run.resume import check_same_run as check_same_fields
 
-# Fields a resumed run may change: they affect neither the maths nor the random streams.
-RESUMABLE_CHANGES = frozenset({"iterations", "max_minutes", "log_interval", "checkpoint_interval",
-                               "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
-                               "rollout_timeout_s",
-                               # either sampler gives the same episodes: a run may move to Ray
-                               "sampler", "ray_workers", "ray_address"})
+# Fields a resumed run may change (metarl.config.RESUMABLE_FIELDS).
+RESUMABLE_CHANGES = RESUMABLE_FIELDS
 
 
 def checkpoint_payload(
