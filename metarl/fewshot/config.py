@@ -251,7 +251,7 @@ class FewShotConfig:
 # Fields a resumed run may change: they touch neither the training maths nor its random stream
 # (with a linear learning-rate schedule the iteration count sets the rates, so it may not change).
 FEWSHOT_RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval",
-                               "checkpoint_interval", "eval_tasks", "data_path"})
+                                      "checkpoint_interval", "eval_tasks", "data_path"})
 
 
 def fewshot_field_names() -> set[str]:
