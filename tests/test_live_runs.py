@@ -108,3 +108,15 @@ def test_data_path_is_refused_for_an_rl_run(tmp_path: Path,
     capsys.readouterr()
     assert main(["eval", str(run), "--data-path", "x"]) == 1
     assert "--data-path applies to few-shot runs" in capsys.readouterr().err
+
+
+def test_tensorboard_shows_the_runs_config(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "config/text_summary" in events.Tags()["tensors"]
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "env_id: metarl/Navigation2D-v0" in text

@@ -26,6 +26,10 @@ class RunLogger:
         # purge_step drops events a previous, resumed run logged after the resume point
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
                                     purge_step=initial + 1 if initial else None)
+        config = run_dir / "config.yaml"
+        if config.is_file() and not initial:  # the run's settings beside its curves
+            text = config.read_text(encoding="utf-8")
+            self.writer.add_text("config", "    " + text.replace("\n", "\n    "), 0)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.bar = tqdm(
             # a bar redrawn with carriage returns is noise in a log file: not a terminal, no bar
