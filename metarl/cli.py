@@ -45,7 +45,7 @@ __all__ = ["main", "resolve_config_path", "split_overrides"]
 
 DEFAULT_PRESET = "navigation2d"
 # Commands whose trailing `--<field> VALUE` pairs override TrainConfig fields.
-_OVERRIDE_COMMANDS = ("train", "bench")
+_OVERRIDE_COMMANDS = ("train", "bench", "search")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -275,6 +275,8 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         allow_abbrev=False,
     )
     search.add_argument("config", metavar="CONFIG", help="search YAML file or preset name")
+    search.epilog = ("Any search config field can be overridden with --<field-name> VALUE, e.g. "
+                     "--max-blocks 2, --iterations 100 (values are read as YAML).")
     search.add_argument("--out", "--run-dir", dest="out", type=Path,
                         help="output folder (default: runs/<config>); --run-dir as in train")
     search.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -290,14 +292,16 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
                     "compare": compare, "search": search, "presets": presets}
 
 
-def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[str], dict[str, str]]:
+def split_overrides(args: Sequence[str], known_flags: set[str], fields: set[str] | None = None
+                    ) -> tuple[list[str], dict[str, str]]:
     """Split `args` into those for argparse and `--<field> VALUE` config overrides.
 
     A flag that is not in `known_flags` must name a TrainConfig field (dashes or underscores);
     its value is the next argument, or follows `=`. Overrides may appear anywhere, so that
     `--iterations 50 CONFIG` and `CONFIG --iterations 50` are the same.
     """
-    fields = {field.name for field in dataclasses.fields(TrainConfig)} | fewshot_field_names()
+    if fields is None:
+        fields = {field.name for field in dataclasses.fields(TrainConfig)} | fewshot_field_names()
     kept: list[str] = []
     overrides: dict[str, str] = {}
     index = 0
@@ -323,6 +327,12 @@ def split_overrides(args: Sequence[str], known_flags: set[str]) -> tuple[list[st
             raise _UsageError(f"option {flag} given more than once")
         overrides[name] = value
     return kept, overrides
+
+
+def _search_field_names() -> set[str]:
+    from metarl.autometa.config import SearchConfig  # imports torch: only for `metarl search`
+
+    return {field.name for field in dataclasses.fields(SearchConfig)}
 
 
 def _experiments_dir() -> Path:
@@ -356,7 +366,18 @@ def _load(spec: str, overrides: dict[str, str]) -> tuple[Path, TrainConfig | Few
     path = resolve_config_path(spec)
     if is_fewshot_config(path):  # supervised few-shot presets have `problem:` (RL: env_id)
         return path, load_fewshot_config(path, overrides)
+    if _is_search_config(path):
+        raise ConfigError(f"{path.name} is an architecture search config: run it with "
+                          f"metarl search {spec}")
     return path, load_config(path, overrides)
+
+
+def _is_search_config(path: Path) -> bool:
+    try:
+        fields = read_yaml_mapping(path)
+    except ConfigError:
+        return False
+    return "operators" in fields or "max_blocks" in fields
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, str]) -> int:
@@ -516,7 +537,7 @@ def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     from metarl.autometa.search import format_results, run_search
 
     path = resolve_config_path(args.config)
-    config = load_search_config(path)
+    config = load_search_config(path, overrides)
     out: Path = args.out or Path("runs") / path.stem
     summary = run_search(config, out, progress=not args.no_progress)
     print(format_results(summary, json.loads((out / "results.json").read_text())))
@@ -535,7 +556,7 @@ def _presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     for path in sorted(experiments.glob("*.yaml")):
         fields = read_yaml_mapping(path)
         kind = ("few-shot" if "problem" in fields
-                else "search" if "operators" in fields or "max_blocks" in fields else "rl")
+                else "search" if _is_search_config(path) else "rl")
         comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
                         if line.startswith("#") and line.lstrip("# ").strip()), "")
         rows.append((path.stem, kind, comment))
@@ -577,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         if position < len(args) and args[position] in _OVERRIDE_COMMANDS:
             subparser = subparsers[args[position]]
             flags = {flag for action in subparser._actions for flag in action.option_strings}
-            rest, overrides = split_overrides(args[position + 1 :], flags)
+            fields = _search_field_names() if args[position] == "search" else None
+            rest, overrides = split_overrides(args[position + 1 :], flags, fields)
             args = [*args[: position + 1], *rest]
         namespace = parser.parse_args(args)
     except _UsageError as error:

@@ -260,3 +260,22 @@ def test_presets_lists_every_preset_with_its_kind(capsys: pytest.CaptureFixture[
     assert set(rows) == {path.stem for path in presets.glob("*.yaml")}
     assert rows["navigation2d"] == "rl" and rows["sinusoid_maml"] == "few-shot"
     assert rows["autometa_smoke"] == "search"
+
+
+def test_a_search_config_given_to_train_names_the_right_command(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "autometa_smoke"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "metarl: error: autometa_smoke.yaml is an architecture search config: run it with "
+        "metarl search autometa_smoke")
+
+
+def test_search_takes_field_overrides_and_run_dir(tmp_path: Path) -> None:
+    out = tmp_path / "search"
+    assert main(["search", "autometa_smoke", "--run-dir", str(out), "--max-blocks", "1",
+                 "--no-progress"]) == 0
+    assert "max_blocks: 1\n" in (out / "config.yaml").read_text()
+    assert {json.loads(line)["round"] for line in (out / "results.jsonl").read_text().splitlines()
+            } == {1}
+    assert main(["search", "autometa_smoke", "--run-dir", str(out), "--max-blocks", "2",
+                 "--no-progress"]) == 1  # another config in that folder: refused

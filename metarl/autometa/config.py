@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_type_hints
 
-from metarl.config import ConfigError, _coerce, known_fields, read_yaml_mapping, write_yaml
+from metarl.config import (
+    ConfigError,
+    _coerce,
+    known_fields,
+    parse_value,
+    read_yaml_mapping,
+    write_yaml,
+)
 from metarl.fewshot.cell_network import Layout
 from metarl.fewshot.cell_space import OPERATORS
 from metarl.fewshot.config import FewShotConfig
@@ -143,9 +150,14 @@ class SearchConfig:
                              else value) for field in dataclasses.fields(self)}
 
 
-def load_search_config(path: str | Path) -> SearchConfig:
-    """Read a search config from YAML (missing fields get their defaults)."""
-    return SearchConfig.from_dict(read_yaml_mapping(Path(path)))
+def load_search_config(path: str | Path,
+                       overrides: Mapping[str, str] | None = None) -> SearchConfig:
+    """Read a search config from YAML (missing fields get their defaults), then apply
+    ``overrides`` (field -> value text, parsed as YAML), as ``metarl train`` does."""
+    merged = read_yaml_mapping(Path(path))
+    for key, text_value in (overrides or {}).items():
+        merged[key.replace("-", "_")] = parse_value(text_value)
+    return SearchConfig.from_dict(merged)
 
 
 def save_search_config(config: SearchConfig, path: Path) -> None:
