@@ -90,15 +90,15 @@ def _flags(fields: frozenset[str]) -> str:
 def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
     """The evaluation protocol's options, shared by `eval` and `compare`."""
     parser.add_argument(
-        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks, 40)"
+        "--tasks", type=_count(1), help="held-out tasks (default: the run's eval_tasks)"
     )
     parser.add_argument(
-        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
+        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps)"
     )
     parser.add_argument(
         "--episodes",
         type=_count(1),
-        help="episodes per task and step (default: the run's eval_episodes, 40)",
+        help="RL runs: episodes per task and step (default: the run's eval_episodes)",
     )
     parser.add_argument(
         "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
@@ -201,7 +201,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
     video.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="folder of a train run")
     video.add_argument("--tasks", type=_count(1), default=2, help="held-out tasks (default: 2)")
     video.add_argument(
-        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps, 3)"
+        "--steps", type=_count(0), help="inner gradient steps (default: the run's eval_steps)"
     )
     video.add_argument(
         "--episodes",
