@@ -42,7 +42,6 @@ from metarl.run.plots import plot_fewshot_curves
 from metarl.run.resources import peak_rss_mb
 from metarl.run.resume import check_iteration, check_same_run, truncate_metrics
 
-RESUMABLE_CHANGES = FEWSHOT_RESUMABLE_FIELDS  # metarl.fewshot.config
 ECHO_KEYS = ("train/loss", "train/accuracy", "val/mse", "val/accuracy", "outer/lr",
              "time/iteration_s")
 
@@ -94,7 +93,7 @@ def check_resumable(config: FewShotConfig, payload: dict[str, Any]) -> None:
     """A one-line error unless ``payload`` came from a run of ``config`` that can continue."""
     if payload.get("rng") is None:
         raise ValueError("the checkpoint holds no random stream; it cannot be resumed exactly")
-    allowed = set(RESUMABLE_CHANGES)
+    allowed = set(FEWSHOT_RESUMABLE_FIELDS)
     if config.outer_lr_schedule == "linear":
         allowed.discard("iterations")
     check_same_run(config.to_dict(), payload["config"], FewShotConfig().to_dict(), allowed)

@@ -40,9 +40,6 @@ from metarl.run.plots import plot_training_curves
 from metarl.run.resume import check_iteration, truncate_metrics
 from metarl.run.resume import check_same_run as check_same_fields
 
-# Fields a resumed run may change (metarl.config.RESUMABLE_FIELDS).
-RESUMABLE_CHANGES = RESUMABLE_FIELDS
-
 
 def checkpoint_payload(
     config: TrainConfig, state: TrainState, query_return: float | None = None,
@@ -99,7 +96,7 @@ def check_same_run(config: TrainConfig, saved: dict[str, Any]) -> None:
     """A one-line error if ``config`` differs from the run's ``saved`` config in a field that
     changes the maths or the random streams. A field that ``saved`` lacks (a run written before
     the field existed, such as ``action_space``) ran with that field's default."""
-    check_same_fields(config.to_dict(), saved, TrainConfig().to_dict(), RESUMABLE_CHANGES)
+    check_same_fields(config.to_dict(), saved, TrainConfig().to_dict(), RESUMABLE_FIELDS)
 
 
 def resume_state(config: TrainConfig, run_dir: Path,

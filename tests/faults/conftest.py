@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from metarl.cli import main
-from metarl.rl.trainer import RESUMABLE_CHANGES
+from metarl.config import RESUMABLE_FIELDS
 from metarl.run.checkpoint import load_checkpoint
 
 # A navigation run small enough for a test: each iteration takes milliseconds.
@@ -90,7 +90,7 @@ def final_state(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     (logging intervals, time limits)."""
     payload = load_checkpoint(run / "checkpoints" / "last.pt")
     payload["config"] = {k: v for k, v in payload["config"].items()
-                         if k not in RESUMABLE_CHANGES}
+                         if k not in RESUMABLE_FIELDS}
     payload.pop("train_seconds", None)  # a few-shot run's measured time (its budget), no maths
     metrics = run / "metrics.jsonl"  # absent when nothing trains (the scratch baseline)
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] \
