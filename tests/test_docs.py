@@ -129,3 +129,18 @@ def test_configuration_reference_states_ranges_and_meanings() -> None:
     assert ">= 0; 0 (all) or >= 2" in search["first_round"]  # checked twice
     # an entry of the docstring that names several fields describes each of them
     assert "the network" in search["cells_per_stage"]
+
+
+def test_every_module_has_one_api_entry() -> None:
+    """The API pages document every module of the package, each once."""
+    listed = [name for page in (DOCS / "api").glob("*.md")
+              for name in re.findall(r"^::: (\S+)", page.read_text(encoding="utf-8"), re.M)]
+    modules = set()
+    for path in [*(ROOT / "metarl").rglob("*.py"), *(ROOT / "envs").rglob("*.py")]:
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules.add(".".join(parts))
+    modules -= {"metarl", "metarl.__main__"}  # the version string and `python -m metarl`
+    assert sorted(m for m in set(listed) if listed.count(m) > 1) == []
+    assert sorted(modules - set(listed)) == []
