@@ -183,3 +183,17 @@ def test_baselines_can_fine_tune_with_their_own_step_size(tmp_path: Path) -> Non
     assert result["MAML-TRPO"]["step_sizes"] == [run_rate, run_rate / 2]
     assert result["random"]["step_sizes"] == [0.02, 0.01]
     assert "random 0.02, 0.01" in (run / "compare" / "compare.md").read_text()
+
+
+def test_a_pretrained_baseline_is_reused_when_only_the_runs_budget_changed(
+        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    common = ["--baselines", "pretrained", "--pretrained-iterations", "2", "--tasks", "2",
+              "--steps", "1", "--episodes", "2", "--no-progress"]
+    assert main(["compare", str(run), *common]) == 0
+    # the run resumed later with a larger time budget: its baseline still stands
+    config = run / "config.yaml"
+    assert "max_minutes: 0.0\n" in config.read_text()
+    config.write_text(config.read_text().replace("max_minutes: 0.0", "max_minutes: 90.0"))
+    assert main(["compare", str(run), *common]) == 0

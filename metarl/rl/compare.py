@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from metarl.config import TrainConfig, load_config, resolve_threads
+from metarl.config import RESUMABLE_FIELDS, TrainConfig, load_config, resolve_threads
 from metarl.core.linalg import Params
 from metarl.rl.evaluation import evaluate_adaptation, summarize
 from metarl.rl.policy import initial_params, load_params
@@ -70,7 +70,11 @@ def pretrained_params(config: TrainConfig, run_dir: Path, iterations: int | None
         train(baseline, run_dir, progress=progress, resume=last.is_file())
     else:
         saved = load_config(run_dir / "config.yaml")
-        changed = [k for k, v in baseline.to_dict().items() if saved.to_dict().get(k) != v]
+        # what changes no result (a budget in minutes, logging, evaluation sizes) may differ;
+        # the iteration budget may not
+        ignored = RESUMABLE_FIELDS - {"iterations"}
+        changed = [k for k, v in baseline.to_dict().items()
+                   if k not in ignored and saved.to_dict().get(k) != v]
         if changed:
             shown = ", ".join(f"{k} {saved.to_dict().get(k)!r} (asked: {getattr(baseline, k)!r})"
                               for k in changed)
