@@ -53,6 +53,8 @@ PAPER: dict[str, dict[str, list[float]]] = {
 # is the best of 0.5, 0.1 and 0.02 measured here (docs/results/navigation2d.md).
 BASELINE_INNER_LR = {"navigation2d": 0.1, "halfcheetah_vel_paper": 0.02,
                      "halfcheetah_dir_paper": 0.02}
+COLORS = {"MAML": "tab:blue", "pretrained": "tab:orange", "random": "tab:green",
+          "oracle": "tab:red"}
 TITLES = {"navigation2d": "2D navigation", "halfcheetah_vel_paper": "HalfCheetah velocity",
           "halfcheetah_dir_paper": "HalfCheetah direction"}
 
@@ -168,7 +170,9 @@ def plot(path: Path, results: dict[str, Any]) -> None:
         for name, row in entry["methods"].items():
             steps, mean, ci = (np.asarray(row[k]) for k in ("steps", "mean", "ci95"))
             style = "--" if name == "oracle" else "-o"
-            (line,) = ax.plot(steps, mean, style, label=name, linewidth=1.8, markersize=4)
+            color = COLORS.get("MAML" if name.startswith("MAML") else name)  # same in every panel
+            (line,) = ax.plot(steps, mean, style, label=name, linewidth=1.8, markersize=4,
+                              color=color)
             ax.fill_between(steps, mean - ci, mean + ci, color=line.get_color(), alpha=0.2)
         paper = entry["paper"].get("MAML")
         if paper:
@@ -177,8 +181,8 @@ def plot(path: Path, results: dict[str, Any]) -> None:
         ax.set_xlabel("number of gradient steps")
         ax.set_xticks(range(4))
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("average return")
-    axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
