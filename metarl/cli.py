@@ -45,7 +45,7 @@ __all__ = ["main", "resolve_config_path", "split_overrides"]
 
 DEFAULT_PRESET = "navigation2d"
 # Commands whose trailing `--<field> VALUE` pairs override TrainConfig fields.
-_OVERRIDE_COMMANDS = ("train", "bench", "search")
+_OVERRIDE_COMMANDS = ("train", "bench", "search", "presets")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -283,11 +283,14 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
 
     presets = commands.add_parser(
         "presets",
-        help="list the presets in experiments/",
+        help="list the presets, or print one's resolved config",
         description="List the presets in experiments/ with their kind (rl, few-shot, search) "
-        "and the first line of their comment.",
+        "and the first line of their comment; with a NAME, print that preset's config with "
+        "every field resolved (defaults and --<field> VALUE overrides applied).",
+        epilog=_OVERRIDE_HELP,
         allow_abbrev=False,
     )
+    presets.add_argument("name", metavar="NAME", nargs="?", help="a preset or YAML file")
     return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video,
                     "compare": compare, "search": search, "presets": presets}
 
@@ -301,7 +304,7 @@ def split_overrides(args: Sequence[str], known_flags: set[str], fields: set[str]
     `--iterations 50 CONFIG` and `CONFIG --iterations 50` are the same.
     """
     if fields is None:
-        fields = {field.name for field in dataclasses.fields(TrainConfig)} | fewshot_field_names()
+        fields = _run_field_names()
     kept: list[str] = []
     overrides: dict[str, str] = {}
     index = 0
@@ -327,6 +330,10 @@ def split_overrides(args: Sequence[str], known_flags: set[str], fields: set[str]
             raise _UsageError(f"option {flag} given more than once")
         overrides[name] = value
     return kept, overrides
+
+
+def _run_field_names() -> set[str]:
+    return {field.name for field in dataclasses.fields(TrainConfig)} | fewshot_field_names()
 
 
 def _search_field_names() -> set[str]:
@@ -549,6 +556,18 @@ def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def _presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    if args.name is not None:
+        path = resolve_config_path(args.name)
+        if _is_search_config(path):
+            from metarl.autometa.config import load_search_config
+
+            resolved = load_search_config(path, overrides).to_dict()
+        else:
+            resolved = _load(args.name, overrides)[1].to_dict()
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        return 0
+    if overrides:
+        raise _UsageError("field overrides apply to one preset: metarl presets NAME --<field> V")
     experiments = _experiments_dir()
     if not experiments.is_dir():
         raise ConfigError(f"no experiments/ folder of presets at {experiments}")
@@ -598,7 +617,10 @@ def main(argv: list[str] | None = None) -> int:
         if position < len(args) and args[position] in _OVERRIDE_COMMANDS:
             subparser = subparsers[args[position]]
             flags = {flag for action in subparser._actions for flag in action.option_strings}
-            fields = _search_field_names() if args[position] == "search" else None
+            fields = None  # the RL and few-shot fields
+            if args[position] in ("search", "presets"):
+                fields = _search_field_names() | (
+                    _run_field_names() if args[position] == "presets" else set())
             rest, overrides = split_overrides(args[position + 1 :], flags, fields)
             args = [*args[: position + 1], *rest]
         namespace = parser.parse_args(args)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from metarl.cli import main, resolve_config_path, split_overrides
 from metarl.config import TrainConfig, load_config
@@ -279,3 +280,12 @@ def test_search_takes_field_overrides_and_run_dir(tmp_path: Path) -> None:
             } == {1}
     assert main(["search", "autometa_smoke", "--run-dir", str(out), "--max-blocks", "2",
                  "--no-progress"]) == 1  # another config in that folder: refused
+
+
+def test_presets_prints_a_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets", "navigation2d", "--iterations", "7"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = load_config(resolve_config_path("navigation2d"), {"iterations": "7"}).to_dict()
+    assert printed == expected and printed["iterations"] == 7
+    assert main(["presets", "autometa_smoke", "--max-blocks", "1"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["max_blocks"] == 1

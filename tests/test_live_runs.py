@@ -120,3 +120,16 @@ def test_tensorboard_shows_the_runs_config(tmp_path: Path) -> None:
     assert "config/text_summary" in events.Tags()["tensors"]
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "env_id: metarl/Navigation2D-v0" in text
+
+
+def test_the_policys_entropy_and_std_are_logged(tmp_path: Path) -> None:
+    import math
+
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY]) == 0
+    last_row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    log_std = load_checkpoint(run / "checkpoints" / "last.pt")["params"]["log_std"]
+    # a diagonal Gaussian's entropy: sum over dimensions of log std + (1 + log 2 pi) / 2
+    expected = float((log_std + 0.5 * (1 + math.log(2 * math.pi))).sum())
+    assert last_row["policy/entropy"] == pytest.approx(expected, rel=1e-5)
+    assert last_row["policy/std"] == pytest.approx(float(log_std.exp().mean()), rel=1e-6)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from metarl.config import TrainConfig
-from metarl.core.episodes import Episodes
+from metarl.core.episodes import Episodes, masked_mean
 from metarl.core.guards import NonFiniteError, check_finite
 from metarl.core.linalg import Params
 from metarl.core.maml import MetaBatch, QueryBatch
@@ -143,6 +143,18 @@ class MetaLearner:
         """The learner's loss, meta-gradient (a direction, for Reptile) and solver metrics."""
         return self.learner.direction(params, batch)
 
+    def exploration(self, params: Params, batch: MetaBatch) -> dict[str, float]:
+        """How much the meta-policy ``params`` still explores: its mean entropy on the query
+        states (``policy/entropy``) and, for a Gaussian, its mean standard deviation."""
+        steps = batch.query.steps
+        with torch.no_grad():
+            dist = self.policy.distribution_params(params, steps.observations)
+            entropy = masked_mean(self.policy.distribution.entropy(dist), steps.mask).mean()
+        metrics = {"policy/entropy": entropy.item()}
+        if "log_std" in params:
+            metrics["policy/std"] = params["log_std"].exp().mean().item()
+        return metrics
+
     def iteration(self, state: TrainState) -> tuple[TrainState, dict[str, float]]:
         """One meta-iteration. A NaN or inf raises ``NonFiniteError`` before the update is
         applied; with ``skip_nonfinite`` the batch is skipped instead (parameters unchanged,
@@ -171,8 +183,7 @@ class MetaLearner:
             "env/steps": float(env_steps),
         })
         metrics["guard/skipped"] = float(state.skipped)
-        if "log_std" in updated.params:  # how much the policy still explores
-            metrics["policy/std"] = updated.params["log_std"].exp().mean().item()
+        metrics.update(self.exploration(updated.params, batch))
         best = max(state.best_return, metrics["query/return"])
         return updated._replace(iteration=state.iteration + 1, env_steps=env_steps,
                                 best_return=best), metrics
