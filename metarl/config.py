@@ -144,6 +144,9 @@ class TrainConfig:
         eval_tasks: held-out tasks that `metarl eval` uses unless told otherwise.
         eval_steps: inner gradient steps evaluated (returns after 0..eval_steps steps).
         eval_episodes: episodes per task and per step in the evaluation.
+        eval_interval: iterations between two held-out evaluations during training (the
+            meta-parameters after that iteration, ``eval_tasks`` x ``eval_episodes``, returns
+            after 0..eval_steps steps logged as ``heldout/return_step<k>``); 0 runs none.
     """
 
     env_id: str = "metarl/Navigation2D-v0"
@@ -197,6 +200,7 @@ class TrainConfig:
     eval_tasks: int = 40
     eval_steps: int = 3
     eval_episodes: int = 40
+    eval_interval: int = 0
 
     def __post_init__(self) -> None:
         hints = get_type_hints(type(self))
@@ -223,7 +227,8 @@ class TrainConfig:
             "ray_workers",
         ):
             _require(self, name, getattr(self, name) >= 1, ">= 1")
-        for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk", "video_interval"):
+        for name in ("seed", "torch_threads", "eval_steps", "meta_grad_chunk", "video_interval",
+                     "eval_interval"):
             _require(self, name, getattr(self, name) >= 0, ">= 0")
         for name in ("inner_lr", "outer_lr", "max_kl", "baseline_ridge", "clip_eps",
                      "inner_kl_coef", "inner_kl_target"):
@@ -277,6 +282,7 @@ class TrainConfig:
 # Fields a resumed run may change: they affect neither the maths nor the random streams.
 RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval", "checkpoint_interval",
                               "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
+                              "eval_interval",
                               "rollout_timeout_s",
                               # either sampler gives the same episodes: a run may move to Ray
                               "sampler", "ray_workers", "ray_address"})

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from metarl.cli import main
 from metarl.fewshot.omniglot import write_synthetic_omniglot
@@ -133,3 +134,32 @@ def test_the_policys_entropy_and_std_are_logged(tmp_path: Path) -> None:
     expected = float((log_std + 0.5 * (1 + math.log(2 * math.pi))).sum())
     assert last_row["policy/entropy"] == pytest.approx(expected, rel=1e-5)
     assert last_row["policy/std"] == pytest.approx(float(log_std.exp().mean()), rel=1e-6)
+
+
+def test_periodic_held_out_evaluation_is_logged_and_changes_no_training(tmp_path: Path) -> None:
+    from metarl.config import load_config
+    from metarl.rl.evaluation import evaluate_adaptation
+
+    plain, evaluated = tmp_path / "plain", tmp_path / "evaluated"
+    assert main(["train", "navigation2d", "--run-dir", str(plain), *TINY]) == 0
+    assert main(["train", "navigation2d", "--run-dir", str(evaluated), *TINY,
+                 "--eval-interval", "2"]) == 0
+    rows = [json.loads(line) for line in (evaluated / "metrics.jsonl").read_text().splitlines()]
+    assert ["heldout/return_step1" in row for row in rows] == [False, True, False]
+    # the last iteration's parameters, evaluated again: the same figures as a later eval_interval
+    config = load_config(evaluated / "config.yaml")
+    params = load_checkpoint(evaluated / "checkpoints" / "last.pt")["params"]
+    again = main(["train", "--resume", str(evaluated), "--iterations", "4", "--no-progress"])
+    assert again == 0
+    row = json.loads((evaluated / "metrics.jsonl").read_text().splitlines()[-1])
+    resumed = load_checkpoint(evaluated / "checkpoints" / "last.pt")["params"]
+    outcome = evaluate_adaptation(config, resumed, 2, 1, 2, seed=1000)
+    assert row["heldout/return_step0"] == pytest.approx(float(outcome["returns"][0].mean()))
+    assert row["heldout/return_step1"] == pytest.approx(float(outcome["returns"][1].mean()))
+    assert any(not torch.equal(params[k], resumed[k]) for k in params)
+
+    def training(row: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in row.items() if not k.startswith(("time/", "heldout/"))}
+
+    plain_rows = [json.loads(line) for line in (plain / "metrics.jsonl").read_text().splitlines()]
+    assert [training(r) for r in rows] == [training(r) for r in plain_rows]

@@ -15,6 +15,7 @@ metrics, on the same machine and threads).
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,8 @@ from metarl.config import (
     save_config,
 )
 from metarl.core.adam import AdamState
+from metarl.core.linalg import Params
+from metarl.rl.evaluation import evaluate_adaptation
 from metarl.rl.meta_learner import MetaLearner
 from metarl.rl.policy import LEGACY_POLICY_KIND, check_policy_kind, policy_kind
 from metarl.rl.train_state import TrainState
@@ -133,6 +136,20 @@ def record_training_video(run_dir: Path, state: TrainState, logger: RunLogger) -
         warnings.warn(f"no video at iteration {state.iteration}: {err}", stacklevel=2)
 
 
+def held_out_returns(config: TrainConfig, params: Params) -> dict[str, float]:
+    """The evaluation of ``metarl eval`` on ``params`` (the run's eval_* sizes, seed 1000), as
+    metrics: ``heldout/return_step<k>`` after k steps, and its seconds. The torch random state
+    is restored after it, so a run with held-out evaluations samples exactly as one without."""
+    began = time.perf_counter()
+    with torch.random.fork_rng():
+        outcome = evaluate_adaptation(config, params, config.eval_tasks, config.eval_steps,
+                                      config.eval_episodes, seed=1000)
+    means = outcome["returns"].mean(axis=1)
+    metrics = {f"heldout/return_step{k}": float(m) for k, m in enumerate(means)}
+    metrics["time/heldout_s"] = time.perf_counter() - began
+    return metrics
+
+
 class RLRun:
     """The RL run as the shared loop drives it."""
 
@@ -156,6 +173,9 @@ class RLRun:
         self.state, metrics = self.learner.iteration(previous)
         self.rng = self.learner.rng_state()
         self.last_metrics = metrics
+        interval = self.config.eval_interval
+        if interval and self.state.iteration % interval == 0:
+            metrics.update(held_out_returns(self.config, self.state.params))
         if self.state.best_return > previous.best_return:
             payload = checkpoint_payload(self.config, previous, metrics["query/return"],
                                          policy=self.policy_kind)
