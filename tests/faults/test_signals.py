@@ -95,3 +95,35 @@ def test_sigint_at_a_random_moment_of_a_real_process(
         assert text.splitlines()[-1].startswith("metarl: error: interrupted")
         assert zygote.run(["train", "--resume", str(run), "--no-progress"], log) == 0
     helpers.assert_same_run(whole, run)
+
+
+FEWSHOT_TINY = ["--iterations", "400", "--meta-batch-size", "3", "--val-interval", "10",
+                "--val-tasks", "5", "--torch-threads", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_fewshot_run_stops_within_seconds_at_a_random_moment(
+    zygote: Any, tmp_path: Path, seed: int
+) -> None:
+    """Ctrl-C (once or twice) at a random moment of a real few-shot process: it exits within
+    seconds every time, with one line naming where it stopped, and resumes."""
+    rng = random.Random(seed)
+    run, log = tmp_path / "run", tmp_path / "log"
+    zygote.start(["train", "sinusoid_maml", "--run-dir", str(run), *FEWSHOT_TINY], log)
+    for _ in range(2000):
+        if (run / "config.yaml").is_file() or zygote.wait(0.01) is not None:
+            break
+    assert zygote.wait(rng.uniform(0.0, 0.5)) is None, log.read_text()  # still training
+    zygote.kill(signal.SIGINT)
+    if rng.random() < 0.5:
+        zygote.kill(signal.SIGINT)
+    code = zygote.wait(10)
+    assert code is not None, "the few-shot run did not exit within 10 s of Ctrl-C"
+    text = log.read_text()
+    assert code == 130 and "Traceback" not in text, text
+    last_line = text.splitlines()[-1]
+    assert last_line.startswith("metarl: error: interrupted at iteration "), last_line
+    stopped_at = int(last_line.split("at iteration ")[1].split(";")[0])
+    assert f"continue with: metarl train --resume {run}" in last_line
+    if stopped_at:  # the finished iterations are checkpointed, the one under way is not
+        assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == stopped_at
