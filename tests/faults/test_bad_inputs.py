@@ -41,7 +41,8 @@ OUT_OF_RANGE = [
         "eval_tasks", "eval_episodes")],
     ("episodes_per_task", "-1", ">= 1"),
     *[(name, "-1", ">= 0") for name in (
-        "seed", "torch_threads", "meta_grad_chunk", "video_interval", "eval_steps")],
+        "seed", "torch_threads", "meta_grad_chunk", "video_interval", "eval_steps",
+        "eval_interval")],
     *[(name, "0", "> 0") for name in (
         "inner_lr", "max_kl", "baseline_ridge", "clip_eps", "inner_kl_coef", "prox_lambda")],
     ("inner_lr", ".nan", "> 0"), ("outer_lr", "-1e-3", "> 0"), ("inner_kl_target", "-1", "> 0"),
