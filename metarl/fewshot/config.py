@@ -94,7 +94,7 @@ class FewShotConfig:
             training with "train+val", so its scores are then optimistic; the test characters
             stay unseen either way).
         data_path: folder holding `omniglot/` (or the omniglot folder itself); empty: the
-            METARL_DATA environment variable's, else ../shared/data beside the repository.
+            METARL_DATA environment variable's.
         seed: seed of the initialisation and of the training tasks.
         torch_threads: torch intra-op threads; 0 picks the free cores.
         max_minutes: training time budget: the run stops (validating and checkpointing) after

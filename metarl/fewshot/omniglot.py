@@ -74,17 +74,10 @@ def _missing(where: str) -> FileNotFoundError:
 
 
 def default_root() -> Path | None:
-    """``$METARL_DATA/omniglot`` when METARL_DATA is set, else the repository's shared data.
-
-    The shared folder is ``../shared/data/omniglot`` next to the repository holding this package,
-    used only when it exists; ``None`` when neither applies.
-    """
+    """``$METARL_DATA/omniglot`` when METARL_DATA is set; ``None`` otherwise (then a config's
+    ``data_path`` must say where the data is)."""
     env = os.environ.get("METARL_DATA")
-    if env:
-        return Path(env) / "omniglot"
-    repository = Path(__file__).resolve().parents[2]  # metarl/fewshot/omniglot.py -> repo
-    shared = repository.parent / "shared" / "data" / "omniglot"
-    return shared if shared.is_dir() else None
+    return Path(env) / "omniglot" if env else None
 
 
 def _layout(root: Path) -> Literal["npz", "png"]:
@@ -109,7 +102,7 @@ def load_omniglot(root: str | Path | None = None, image_size: int = 28) -> Omnig
         raise ValueError(f"image_size must be positive, got {image_size}")
     path = Path(root) if root is not None else default_root()
     if path is None:
-        raise _missing("(no root given, METARL_DATA unset, no ../shared/data/omniglot)")
+        raise _missing("(no root given and METARL_DATA unset)")
     return _load_cached(path.resolve(), image_size)
 
 

@@ -149,8 +149,8 @@ class OmniglotProblem:
 
 def omniglot_root(data_path: str) -> Path:
     """The Omniglot folder for the config's ``data_path``: ``data_path/omniglot`` when that
-    exists, else ``data_path`` itself; with an empty ``data_path``, $METARL_DATA/omniglot or the
-    shared data beside the repository. Missing data raises a one-line FileNotFoundError that
+    exists, else ``data_path`` itself; with an empty ``data_path``, $METARL_DATA/omniglot.
+    Missing data raises a one-line FileNotFoundError that
     says where to put it."""
     if data_path:
         base = Path(data_path).expanduser()

@@ -178,7 +178,7 @@ def train(config: FewShotConfig, run_dir: Path, progress: bool = True,
     torch.set_num_threads(resolve_threads(config.torch_threads))
     problem = build_problem(config)  # missing data fails here, before the run dir is touched
     if config.problem == "omniglot" and not config.data_path:
-        # record where the data was found ($METARL_DATA or beside the repository), so that
+        # record where the data was found ($METARL_DATA), so that
         # evaluating the run later does not depend on the shell it runs in
         config = dataclasses.replace(config, data_path=str(omniglot_root("")))
     generator = task_generator(config.seed, "train")
