@@ -28,7 +28,13 @@ import gymnasium
 import numpy as np
 
 from metarl.envs.action_map import check_action_space
-from metarl.envs.base import Task, TaskEnv, TaskVectorEnv, check_task_count
+from metarl.envs.base import (
+    Task,
+    TaskEnv,
+    TaskVectorEnv,
+    check_task_count,
+    per_copy_generators,
+)
 from metarl.envs.discrete_actions import checked_indices
 
 DEFAULT_ARMS = 5
@@ -151,15 +157,9 @@ class BanditVectorEnv(TaskVectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        if isinstance(seed, list):
-            if len(seed) != self.num_envs:
-                raise ValueError(f"got {len(seed)} seeds for {self.num_envs} sub-environments")
-            # each copy draws as a single environment reset with its seed would
-            self._copy_rngs = [np.random.default_rng(s) for s in seed]
-        else:
-            self._copy_rngs = None
-            if seed is not None:
-                self._rng = np.random.default_rng(seed)
+        self._copy_rngs = per_copy_generators(seed, self.num_envs)
+        if self._copy_rngs is None and seed is not None:
+            self._rng = np.random.default_rng(seed)
         self._pulls = 0
         return np.ones((self.num_envs, 1), dtype=np.float32), {}
 

@@ -115,3 +115,15 @@ def checked_action(action: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def check_task_count(tasks: Sequence[Task], num_envs: int) -> None:
     if len(tasks) != num_envs:
         raise ValueError(f"got {len(tasks)} tasks for {num_envs} sub-environments")
+
+
+def per_copy_generators(seed: int | list[int] | None,
+                        num_envs: int) -> list[np.random.Generator] | None:
+    """For gymnasium's one-seed-per-sub-environment ``reset(seed=[...])``: one generator per
+    copy, so that each copy draws as a single environment reset with its seed would; None for
+    one seed (or none) for the whole batch."""
+    if not isinstance(seed, list):
+        return None
+    if len(seed) != num_envs:
+        raise ValueError(f"got {len(seed)} seeds for {num_envs} sub-environments")
+    return [np.random.default_rng(s) for s in seed]
