@@ -69,16 +69,16 @@ def pretrained_params(config: TrainConfig, run_dir: Path, iterations: int | None
         print(f"training the pretrained baseline into {run_dir}")
         train(baseline, run_dir, progress=progress, resume=last.is_file())
     else:
-        saved = load_config(run_dir / "config.yaml")
+        saved = load_config(run_dir / "config.yaml").to_dict()
         # what changes no result (a budget in minutes, logging, evaluation sizes) may differ;
         # the iteration budget may not
         ignored = RESUMABLE_FIELDS - {"iterations"}
         changed = [k for k, v in baseline.to_dict().items()
-                   if k not in ignored and saved.to_dict().get(k) != v]
+                   if k not in ignored and saved.get(k) != v]
         if changed:
-            shown = ", ".join(f"{k} {saved.to_dict().get(k)!r} (asked: {getattr(baseline, k)!r})"
+            shown = ", ".join(f"{k} {saved.get(k)!r} (asked: {getattr(baseline, k)!r})"
                               for k in changed)
-            hint = (f"pass --pretrained-iterations {saved.iterations} to reuse it, or "
+            hint = (f"pass --pretrained-iterations {saved['iterations']} to reuse it, or "
                     if changed == ["iterations"] else "")
             raise ValueError(f"{run_dir} holds a pretrained baseline trained with {shown}; "
                              f"{hint}remove that folder to retrain")
