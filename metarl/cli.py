@@ -40,6 +40,7 @@ from metarl.fewshot.config import (
     is_fewshot_config,
     load_fewshot_config,
 )
+from metarl.run.allocator import keep_freed_memory
 
 __all__ = ["main", "resolve_config_path", "split_overrides"]
 
@@ -630,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0
 
+    keep_freed_memory()  # a fifth less time per 2D-navigation iteration (metarl.run.allocator)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a scheduler stopping the job) ends a run like Ctrl-C: checkpoint, then exit
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
