@@ -96,6 +96,14 @@ class TaskVectorEnv(gymnasium.vector.VectorEnv):
         """Assign ``tasks[i]`` to sub-environment ``i``; ``len(tasks)`` must equal ``num_envs``."""
         raise NotImplementedError
 
+    def step_alive(
+        self, actions: np.ndarray, alive: np.ndarray
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step the copies where ``alive`` (bool ``[num_envs]``) is true; what the others return
+        is unspecified (a rollout masks it). Here all copies are stepped; a simulator whose
+        finished copies would still cost time skips them."""
+        return self.step(actions)
+
 
 def usable_cores() -> int:
     """Cores this process may run on."""

@@ -162,39 +162,69 @@ class LocomotionVectorEnv(TaskVectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        return self._advance(actions, np.ones(self.num_envs, dtype=bool))
+
+    def step_alive(
+        self, actions: np.ndarray, alive: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Simulate only the copies in ``alive``: a fallen Ant stays where it fell (its episode
+        is over) instead of costing physics for the rest of the horizon. The other copies'
+        observations and rewards are zero and they report ``terminated``."""
+        return self._advance(actions, alive)
+
+    def _advance(
+        self, actions: np.ndarray, alive: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         low, high = self.model.actuator_ctrlrange.T
         action = np.clip(self._action_map(checked_action(actions, (self.num_envs, self.model.nu))),
                          low, high)
-        control = np.repeat(action[:, None, :], self.frame_skip, axis=1)
-        qpos_before = self._state[:, self._qpos_slice].copy()
+        rows = np.flatnonzero(alive)
+        everyone = rows.size == self.num_envs
+        live_action = action if everyone else action[rows]
+        state = self._state if everyone else self._state[rows]
+        trajectory = self._trajectory[: rows.size]
+        qpos_before = state[:, self._qpos_slice].copy()
         self._rollout.rollout(
-            self._models, self._thread_data, self._state, control, skip_checks=True,
-            nstep=self.frame_skip, state=self._trajectory, sensordata=self._sensors,
+            self._models[: rows.size], self._thread_data, state,
+            np.repeat(live_action[:, None, :], self.frame_skip, axis=1), skip_checks=True,
+            nstep=self.frame_skip, state=trajectory, sensordata=self._sensors[: rows.size],
         )
-        self._state[:] = self._trajectory[:, -1]
-        qpos = self._state[:, self._qpos_slice]
-        qvel = self._state[:, self._qvel_slice]
+        state = trajectory[:, -1]
+        self._state[rows] = state
+        qpos = state[:, self._qpos_slice]
+        qvel = state[:, self._qvel_slice]
         contacts = None
         if self.family.robot.uses_contacts:
-            contacts = self._contact_forces(qpos, qvel, action)
+            contacts = self._contact_forces(qpos, qvel, live_action)
         com_pos = com_vel = None
         if self._probe is not None:
-            com_pos, com_vel = self._torso_com()
-        step = StepArrays(qpos_before, qpos, qvel, action, contacts, self.dt, com_pos, com_vel,
-                          self._half_range)
-        rewards = self._reward(step, self._tasks)
-        done = terminated(self.family, qpos, qvel)
+            com_pos, com_vel = self._torso_com(state)
+        step = StepArrays(qpos_before, qpos, qvel, live_action, contacts, self.dt, com_pos,
+                          com_vel, self._half_range)
+        tasks = self._tasks if everyone else {k: v[rows] for k, v in self._tasks.items()}
+        live_obs = self._observe(qpos, qvel, contacts)
+        live_rewards = self._reward(step, tasks)
+        live_done = terminated(self.family, qpos, qvel)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        return self._observe(qpos, qvel, contacts), rewards, done, truncated, {}
+        if everyone:
+            return live_obs, live_rewards, live_done, truncated, {}
+        obs = np.zeros((self.num_envs, live_obs.shape[1]))
+        rewards = np.zeros(self.num_envs)
+        done = np.ones(self.num_envs, dtype=bool)
+        obs[rows], rewards[rows], done[rows] = live_obs, live_rewards, live_done
+        return obs, rewards, done, truncated, {}
 
-    def _torso_com(self) -> tuple[np.ndarray, np.ndarray]:
-        """The torso subtree's centre of mass and its velocity, ``[n, 3]`` each, at the current
-        state: the probe model's sensors, read as one rollout step starts from it."""
+    def _torso_com(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The torso subtree's centre of mass and its velocity, ``[n, 3]`` each, at the
+        ``state`` of n copies: the probe model's sensors, read as one rollout step starts from
+        it."""
+        n = state.shape[0]
         self._rollout.rollout(
-            self._probe_models, self._probe_data, self._state, self._probe_control,
-            skip_checks=True, nstep=1, state=self._probe_state, sensordata=self._probe_sensors,
+            self._probe_models[:n], self._probe_data, state, self._probe_control[:n],
+            skip_checks=True, nstep=1, state=self._probe_state[:n],
+            sensordata=self._probe_sensors[:n],
         )
-        sensors = self._probe_sensors[:, 0]
+        sensors = self._probe_sensors[:n, 0]
         return sensors[:, :3].copy(), sensors[:, 3:6].copy()
 
     def close(self, **kwargs: Any) -> None:

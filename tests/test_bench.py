@@ -107,3 +107,14 @@ def test_bench_reports_the_learner_it_timed() -> None:
     assert fomaml["first_order"] is True
     assert set(fomaml["meta_gradient_ratio_to_batched_all"]) == set(
         fomaml["meta_gradient_seconds"])
+    assert "physics_floor_seconds" not in fomaml  # 2D navigation has no physics engine
+
+
+def test_bench_sets_mujoco_sampling_against_the_physics_floor() -> None:
+    pytest.importorskip("mujoco")
+    config = TrainConfig(**{**TINY, "env_id": "metarl/HalfCheetahVel-v0", "physics": "maml"})
+    result = run_bench(config, iterations=1, repeats=1)
+    assert result["physics_floor_seconds"] > 0
+    assert result["sampling_over_physics_floor"] == pytest.approx(
+        result["sampling_seconds_median"] / result["physics_floor_seconds"])
+    assert 0 < result["meta_update_fraction"] < 1

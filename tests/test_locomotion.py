@@ -181,7 +181,7 @@ def test_batched_centre_of_mass_probe_equals_the_single_env_computation(family: 
     rng = np.random.default_rng(0)
     for _ in range(3):
         vector.step(rng.uniform(-1, 1, size=(5, vector.act_dim)))
-    positions, velocities = vector._torso_com()
+    positions, velocities = vector._torso_com(vector._state)
     scratch = mujoco.MjData(vector.model)
     for i in range(5):
         qpos = vector._state[i, vector._qpos_slice]
@@ -384,3 +384,61 @@ def test_paper_presets_train_and_evaluate_at_tiny_size(preset: str, tmp_path) ->
     result = json.loads((run / "eval.json").read_text())
     assert result["steps"] == [0, 1, 2] and result["step_sizes"] == [0.1, 0.05]
     assert all(np.isfinite(result["mean"]))
+
+
+@pytest.mark.parametrize("physics", ["peers", "maml"])
+def test_finished_ants_are_not_simulated_and_live_ones_are_unchanged(physics: str) -> None:
+    """``step_alive`` skips the fallen copies: the live copies step exactly as when all are
+    stepped (the copies are independent), the skipped ones keep their state."""
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(6, 8))
+    alive = np.array([True, False, True, True, False, True])
+    results = []
+    for skip in (False, True):
+        vector = make_task_vector_env("metarl/AntVel-v0", 6, physics, action_space="unit")
+        assert isinstance(vector, LocomotionVectorEnv)
+        vector.set_tasks(vector.sample_tasks(6, np.random.default_rng(0)))
+        vector.reset(seed=3)
+        before = vector._state.copy()
+        step = vector.step_alive(actions, alive) if skip else vector.step(actions)
+        results.append((step, vector._state.copy(), before))
+        vector.close()
+    (obs, reward, done, _, _), state, _ = results[0]
+    (obs_s, reward_s, done_s, _, _), state_s, before_s = results[1]
+    np.testing.assert_array_equal(obs_s[alive], obs[alive])
+    np.testing.assert_array_equal(reward_s[alive], reward[alive])
+    np.testing.assert_array_equal(done_s[alive], done[alive])
+    np.testing.assert_array_equal(state_s[alive], state[alive])
+    np.testing.assert_array_equal(state_s[~alive], before_s[~alive])  # not simulated
+    assert done_s[~alive].all() and not reward_s[~alive].any()
+
+
+def test_ant_rollouts_are_the_same_with_fallen_copies_skipped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole rollouts of a random Ant policy, where some episodes end early, give the same
+    episodes whether the finished copies are simulated (and masked) or skipped."""
+    import torch
+
+    from metarl.core.policies import GaussianMLPPolicy
+    from metarl.rl.rollout import rollout
+
+    episodes = []
+    for skip in (False, True):
+        vector = make_task_vector_env("metarl/AntVel-v0", 8, "maml", action_space="unit")
+        if not skip:  # every copy stepped, the finished ones masked
+            monkeypatch.setattr(vector, "step_alive",
+                                lambda actions, alive, every=vector.step: every(actions))
+        torch.manual_seed(0)
+        policy = GaussianMLPPolicy(vector.obs_dim, vector.act_dim, (8,), init_log_std=1.0)
+        params = policy.initial_params()
+        tasks = vector.sample_tasks(2, np.random.default_rng(0))
+        episodes.append(rollout(vector, policy, params, tasks, 4, 150,
+                                generator=torch.Generator().manual_seed(2), seed=4))
+        vector.close()
+    full, skipped = episodes
+    assert 0 < full.mask.sum() < full.mask.numel()  # some episodes ended early
+    torch.testing.assert_close(skipped.mask, full.mask, rtol=0, atol=0)
+    torch.testing.assert_close(skipped.rewards, full.rewards, rtol=0, atol=0)
+    live = full.mask.bool()  # what a finished copy returns is masked
+    torch.testing.assert_close(skipped.actions[live], full.actions[live], rtol=0, atol=0)
+    torch.testing.assert_close(skipped.observations[live], full.observations[live], rtol=0,
+                               atol=0)

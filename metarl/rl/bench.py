@@ -19,7 +19,9 @@ import torch
 from metarl.config import TrainConfig, resolve_threads
 from metarl.core.linalg import Params
 from metarl.core.maml import GradientMode, MetaBatch, meta_gradient
+from metarl.envs.base import usable_cores
 from metarl.rl.meta_learner import MetaLearner
+from metarl.rl.throughput import physics_limit
 from metarl.run.resources import peak_rss_mb
 
 
@@ -39,7 +41,9 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
     meta-gradient timing that follows (``meta_gradient_seconds``: the config's learner's
     meta-gradient on one batch, see ``gradient_variants``; for MAML and FOMAML by each way of
     batching tasks, with their ratios to all tasks at once) runs afterwards and is not included
-    in it.
+    in it. For MuJoCo families, ``physics_floor_seconds`` is the time bare ``mj_step`` calls
+    take for the iteration's environment steps on the usable cores, and
+    ``sampling_over_physics_floor`` the sampling time's ratio to it.
     """
     if iterations < 1 or repeats < 1:
         raise ValueError("--iterations and --repeats must be >= 1")
@@ -61,7 +65,7 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
         batch, _ = learner.sample(state.params)
         gradients = gradient_variants(learner, state.params, batch)
         modes = {name: _median_seconds(gradient, repeats) for name, gradient in gradients.items()}
-    return {
+    result = {
         "env_id": config.env_id,
         "meta_batch_size": config.meta_batch_size,
         "episodes_per_task": config.episodes_per_task,
@@ -75,6 +79,7 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
         "seconds_per_iteration_median": statistics.median(per_iteration),
         "sampling_seconds_median": statistics.median(sampling),
         "meta_update_seconds_median": statistics.median(update),
+        "meta_update_fraction": statistics.median(u / i for u, i in zip(update, per_iteration)),
         "env_steps_per_iteration": steps_per_iteration,
         "peak_memory_mb": training_peak_mb,
         "meta_gradient_seconds": modes,
@@ -82,6 +87,14 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
             k: v / modes["batched_all"] for k, v in modes.items()
         }} if "batched_all" in modes else {}),
     }
+    # MuJoCo: how close sampling comes to the physics alone, bare mj_step calls for the steps
+    # simulated (finished episodes are not), over the cores
+    limit = physics_limit(config.env_id, config.physics, usable_cores())
+    if limit:
+        floor = steps_per_iteration / limit
+        result["physics_floor_seconds"] = floor
+        result["sampling_over_physics_floor"] = statistics.median(sampling) / floor
+    return result
 
 
 def gradient_variants(learner: MetaLearner, params: Params, batch: MetaBatch

@@ -2,7 +2,8 @@
 
 All ``N * B`` sub-environments of a ``TaskVectorEnv`` advance together, one batched policy
 forward pass per time step; there are no worker processes or queues to hang. Episodes that
-terminate early stay in the batch with their later steps masked out. An environment whose step
+terminate early stay in the batch with their later steps masked out (and a simulator that can,
+``TaskVectorEnv.step_alive``, stops simulating them). An environment whose step
 info holds ``success`` (Meta-World) also fills ``Episodes.success``.
 
 With ``task_seeds`` the randomness of a rollout is per task: each task's seed alone fixes its
@@ -82,8 +83,9 @@ def rollout(
             observations[:, t] = obs_t
             actions[:, t] = act_t
             mask[:, t] = torch.from_numpy(alive.reshape(n, b))
-            obs, reward, terminated, truncated, info = env.step(
-                act_t.reshape(n * b, act_dim).numpy()
+            # a simulator may skip the finished copies (their steps are masked)
+            obs, reward, terminated, truncated, info = env.step_alive(
+                act_t.reshape(n * b, act_dim).numpy(), alive.copy()
             )
             rewards[:, t] = torch.from_numpy(np.where(alive, reward, 0.0).reshape(n, b))
             if "success" in info:
