@@ -22,6 +22,7 @@ import yaml
 from metarl.run.atomic_write import write_text
 
 __all__ = [
+    "DEVICES",
     "ConfigError",
     "TrainConfig",
     "load_config",
@@ -122,6 +123,12 @@ class TrainConfig:
         baseline_ridge: ridge coefficient of the linear feature baseline's least-squares fit.
         seed: seed of every random number generator of the run.
         torch_threads: torch intra-op threads; 0 picks the free cores (see `resolve_threads`).
+        device: where the policy's parameters and the learning maths live (the adaptation, the
+            meta-gradient, the outer step, the baseline fit and advantages): "cpu", "cuda" or
+            "auto" (cuda when torch finds a CUDA device, else cpu). The simulators always run
+            on the CPU; each rollout step sends the observations to the device and the actions
+            back. "cuda" on a machine without CUDA stops training with a one-line error; eval,
+            compare and video fall back to the CPU with a note. See docs/gpu.md.
         sampler: where support and query episodes are sampled: "local" (this process's batched
             simulator) or "ray" (the meta-batch's tasks split over Ray actors, each running its
             tasks' rollouts and sampling-time adaptation; the same episodes as "local", see
@@ -188,6 +195,7 @@ class TrainConfig:
     baseline_ridge: float = 1e-5
     seed: int = 0
     torch_threads: int = 0
+    device: str = "cpu"
     sampler: str = "local"
     ray_workers: int = 2
     ray_address: str = ""
@@ -257,6 +265,7 @@ class TrainConfig:
                  _one_of(_ACTION_SPACES))
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
         _require(self, "sampler", self.sampler in _SAMPLERS, _one_of(_SAMPLERS))
+        _require(self, "device", self.device in DEVICES, _one_of(DEVICES))
         _require(self, "prox_lambda", self.prox_lambda > 0, "> 0")
         _require(self, "prox_damping", self.prox_damping >= 0, ">= 0")
 
@@ -285,7 +294,10 @@ RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval", "chec
                               "eval_interval",
                               "rollout_timeout_s",
                               # either sampler gives the same episodes: a run may move to Ray
-                              "sampler", "ray_workers", "ray_address"})
+                              "sampler", "ray_workers", "ray_address",
+                              # the same maths on another device (only the rounding differs,
+                              # the random streams stay on the CPU): a run may move machines
+                              "device"})
 
 
 _ACTIVATIONS = ("tanh", "relu")
@@ -293,6 +305,7 @@ _PHYSICS = ("peers", "maml")
 _ACTION_SPACES = ("env", "unit")  # metarl.envs.action_map.ACTION_SPACES
 _ESTIMATORS = ("maml", "lvc", "dice")
 _SAMPLERS = ("local", "ray")
+DEVICES = ("cpu", "cuda", "auto")  # metarl.rl.device resolves them
 
 
 def _one_of(choices: tuple[str, ...]) -> str:
