@@ -95,9 +95,11 @@ class CategoricalMLPPolicy(nn.Module):
         """Action indices (int64, ``obs.shape[:-1]``) drawn from the policy at ``obs``."""
         logits = categorical_mlp(params, obs, self.activation)
         probabilities = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
-        # multinomial takes one row per draw, so the leading dimensions are flattened and restored
-        drawn = torch.multinomial(probabilities, 1, generator=generator)
-        return drawn.reshape(logits.shape[:-1])
+        # multinomial takes one row per draw, so the leading dimensions are flattened and
+        # restored; it draws where the generator lives, whatever the policy's device
+        where = probabilities.device if generator is None else generator.device
+        drawn = torch.multinomial(probabilities.to(where), 1, generator=generator)
+        return drawn.reshape(logits.shape[:-1]).to(logits.device)
 
 
 def categorical_mlp(params: Params, obs: Tensor, activation: str) -> Tensor:

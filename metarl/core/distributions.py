@@ -50,7 +50,9 @@ class Distribution(ABC):
     @abstractmethod
     def draw_noise(self, shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
         """The noise for ``shape = [..., act_dim]`` actions, to be turned into actions by
-        ``sample``: a rollout draws it per task from the task's own seed."""
+        ``sample``: a rollout draws it per task from the task's own seed. It is drawn on the
+        generator's device (the CPU's global stream without one), wherever the policy runs,
+        so that a seed gives the same actions on every device."""
 
     @abstractmethod
     def sample(self, dist: DistParams, noise: Tensor) -> Tensor:
@@ -85,11 +87,11 @@ class DiagonalGaussian(Distribution):
         return (log_std + 0.5 + _LOG_SQRT_2PI).expand_as(mean).sum(-1)
 
     def draw_noise(self, shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
-        return torch.randn(tuple(shape), generator=generator)
+        return torch.randn(tuple(shape), generator=generator, device=_noise_device(generator))
 
     def sample(self, dist: DistParams, noise: Tensor) -> Tensor:
         mean, log_std = dist
-        return mean + log_std.exp() * noise.to(mean.dtype)
+        return mean + log_std.exp() * noise.to(device=mean.device, dtype=mean.dtype)
 
     def mode(self, dist: DistParams) -> Tensor:
         return dist[0]
@@ -124,14 +126,14 @@ class Categorical(Distribution):
         return categorical_entropy(dist[0])
 
     def draw_noise(self, shape: Sequence[int], generator: torch.Generator | None) -> Tensor:
-        return torch.rand(tuple(shape), generator=generator)
+        return torch.rand(tuple(shape), generator=generator, device=_noise_device(generator))
 
     def sample(self, dist: DistParams, noise: Tensor) -> Tensor:
         """Index a with ``cdf(a - 1) <= u < cdf(a)``: the number of cumulative probabilities
         at or below u (clamped, against a last cumulative sum rounded below 1)."""
         (logits,) = dist
         cdf = torch.softmax(logits, dim=-1).cumsum(-1)
-        u = noise.to(cdf.dtype)  # [..., 1]
+        u = noise.to(device=cdf.device, dtype=cdf.dtype)  # [..., 1]
         index = (cdf <= u).sum(-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
         return index.to(logits.dtype)
 
@@ -143,6 +145,10 @@ class Categorical(Distribution):
                            vectors: Sequence[Tensor]) -> list[Tensor]:
         """Per step ``w * F u`` with F = diag(p) - p p^T (``categorical_fisher_product``)."""
         return [weights.unsqueeze(-1) * categorical_fisher_product(old[0], vectors[0])]
+
+
+def _noise_device(generator: torch.Generator | None) -> torch.device:
+    return torch.device("cpu") if generator is None else generator.device
 
 
 class Policy(Protocol):

@@ -29,6 +29,13 @@ class Episodes(NamedTuple):
         """Valid environment steps in the batch."""
         return int(self.mask.sum().item())
 
+    def to(self, device: torch.device | str) -> Episodes:
+        """Every field on ``device``: a rollout fills its buffers on the host, then moves the
+        whole batch to the policy's device at once."""
+        success = None if self.success is None else self.success.to(device)
+        return Episodes(self.observations.to(device), self.actions.to(device),
+                        self.rewards.to(device), self.mask.to(device), success)
+
 
 def concat_episodes(parts: Sequence[Episodes], dim: int) -> Episodes:
     """``parts`` joined along ``dim`` of every field (0: tasks, 2: episodes); ``success`` is

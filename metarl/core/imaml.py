@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from metarl.core.adaptation import per_task, select_tasks, summed_over_tasks, task_count
-from metarl.core.linalg import Params, batched_conjugate_gradient
+from metarl.core.linalg import Params, batched_conjugate_gradient, params_device
 
 
 class ProximalSolution(NamedTuple):
@@ -117,11 +117,12 @@ def proximal_iterates(
         return per_task_loss.sum(), per_task_loss.detach()
 
     support_grad = torch.func.grad(support_total, has_aux=True)
-    rates = torch.full((n,), float(inner_lr), dtype=torch.float64)
+    device = params_device(theta)
+    rates = torch.full((n,), float(inner_lr), dtype=torch.float64, device=device)
     accepted: Params | None = None  # the last accepted point, its proximal gradient and value
     accepted_prox: Params = {}
-    accepted_value = torch.empty(0)
-    accepted_norms = torch.empty(0)
+    accepted_value = torch.empty(0, device=device)
+    accepted_norms = torch.empty(0, device=device)
     steps = 0
     while True:
         # no_grad is entered per pass, never held across a yield (it would leak to the caller);
@@ -133,7 +134,7 @@ def proximal_iterates(
             prox = {k: grads[k] + prox_lambda * offsets[k] for k in adapted}
             norms = _flat(prox, n).norm(dim=1)
             if accepted is None:
-                keep = torch.ones(n, dtype=torch.bool)
+                keep = torch.ones(n, dtype=torch.bool, device=device)
             else:  # undo the steps that raised a task's objective (or made it non-finite)
                 roundoff = 16 * torch.finfo(losses.dtype).eps * (1 + accepted_value.abs())
                 keep = value <= accepted_value + roundoff

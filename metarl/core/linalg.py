@@ -35,6 +35,17 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     return out
 
 
+def params_device(params: Params) -> torch.device:
+    """The device of a parameter dict (its first tensor's): where the maths on it run, and
+    where the tensors they create must live."""
+    return next(iter(params.values())).device
+
+
+def params_to(params: Params, device: torch.device | str) -> Params:
+    """``params`` on ``device`` (the same tensors where they are there already)."""
+    return {k: v.to(device) for k, v in params.items()}
+
+
 def detached_leaves(params: Params) -> Params:
     """Fresh leaf copies that require grad: the starting point of a differentiable computation."""
     return {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
@@ -72,8 +83,8 @@ def batched_conjugate_gradient(
     r = b.clone()
     p = b.clone()
     rr = _row_dots(r, r)
-    iterations = torch.zeros(b.shape[0], dtype=torch.long)
-    stopped = torch.zeros(b.shape[0], dtype=torch.bool)
+    iterations = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
+    stopped = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
     for _ in range(iters):
         active = (rr > tol) & ~stopped
         if not bool(active.any()):

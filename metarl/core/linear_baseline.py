@@ -17,7 +17,7 @@ TIME_SCALE = 100.0
 def baseline_features(observations: Tensor) -> Tensor:
     """``[N, T, B, obs] -> [N, T, B, 2 obs + 4]``."""
     n, horizon, episodes, _ = observations.shape
-    t = torch.arange(horizon, dtype=observations.dtype) / TIME_SCALE
+    t = torch.arange(horizon, dtype=observations.dtype, device=observations.device) / TIME_SCALE
     t = t.view(1, horizon, 1, 1).expand(n, horizon, episodes, 1)
     ones = torch.ones_like(t)
     return torch.cat([observations, observations.pow(2), t, t.pow(2), t.pow(3), ones], dim=-1)
@@ -35,7 +35,7 @@ def fit_linear_baseline(
     x = features.reshape(n, -1, features.shape[-1])
     y = (returns.double() * mask.double()).reshape(n, -1, 1)
     xt = x.transpose(1, 2)
-    eye = torch.eye(x.shape[-1], dtype=torch.float64)
+    eye = torch.eye(x.shape[-1], dtype=torch.float64, device=x.device)
     weights: Tensor = torch.linalg.solve(xt @ x + ridge * eye, xt @ y)
     values = (x @ weights).reshape(returns.shape)
     return values.to(returns.dtype)

@@ -25,7 +25,13 @@ from torch import Tensor
 from metarl.core.adaptation import adapt, per_task, select_tasks, task_count
 from metarl.core.distributions import DistParams, Policy
 from metarl.core.episodes import StepBatch, masked_mean
-from metarl.core.linalg import Params, detached_leaves, gauss_newton_vector_product, unflatten
+from metarl.core.linalg import (
+    Params,
+    detached_leaves,
+    gauss_newton_vector_product,
+    params_device,
+    unflatten,
+)
 
 GradientMode = Literal["batched", "vmap", "loop"]
 
@@ -73,7 +79,8 @@ def query_loss_and_kl(
     computed ``chunk_size`` tasks at a time (all if None or 0)."""
     n = batch.query.old_log_prob.shape[0]
     chunk = chunk_size or n
-    loss_sum, kl_sum = torch.zeros(()), torch.zeros(())
+    device = params_device(params)
+    loss_sum, kl_sum = torch.zeros((), device=device), torch.zeros((), device=device)
     for start in range(0, n, chunk):
         part: MetaBatch = select_tasks(batch, slice(start, start + chunk))
         m = part.query.old_log_prob.shape[0]
@@ -121,7 +128,7 @@ def meta_gradient(
             return outer_loss(adapted, chunk_query).sum() / n
 
         chunk_value_and_grad = torch.func.grad_and_value(chunk_objective)
-        total: Tensor = torch.zeros(())
+        total: Tensor = torch.zeros((), device=params_device(params))
         grads: Params = {k: torch.zeros_like(v) for k, v in params.items()}
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
@@ -143,13 +150,19 @@ def meta_gradient(
     raise ValueError(f"unknown meta-gradient mode {mode!r} (known: batched, vmap, loop)")
 
 
-def random_subset(size: int, fraction: float, generator: torch.Generator) -> Tensor:
+def random_subset(size: int, fraction: float, generator: torch.Generator,
+                  device: torch.device | None = None) -> Tensor:
     """A sorted random ``fraction`` of ``range(size)`` (at least one; all, drawing nothing, if
-    the fraction is 1)."""
+    the fraction is 1), as indices on ``device`` (default: the generator's).
+
+    The draw happens on the generator's device whatever ``device`` is, so that a run's random
+    stream, and with it the subsample, does not depend on where the maths run."""
+    device = generator.device if device is None else device
     if fraction >= 1.0:
-        return torch.arange(size)
+        return torch.arange(size, device=device)
     keep = max(1, math.ceil(fraction * size))
-    return torch.randperm(size, generator=generator)[:keep].sort().values
+    drawn = torch.randperm(size, generator=generator, device=generator.device)
+    return drawn[:keep].sort().values.to(device)
 
 
 def curvature_subsample(batch: MetaBatch, step_fraction: float, generator: torch.Generator,
@@ -167,12 +180,13 @@ def curvature_subsample(batch: MetaBatch, step_fraction: float, generator: torch
     adaptation, the product's main cost.
     """
     if task_fraction < 1.0:
-        tasks = random_subset(task_count(batch.query), task_fraction, generator)
+        tasks = random_subset(task_count(batch.query), task_fraction, generator,
+                              batch.query.old_log_prob.device)
         batch = select_tasks(batch, tasks)
     if step_fraction >= 1.0:
         return batch
     q = batch.query
-    index = random_subset(q.steps.mask.shape[-1], step_fraction, generator)
+    index = random_subset(q.steps.mask.shape[-1], step_fraction, generator, q.steps.mask.device)
     query = QueryBatch(
         steps=q.steps.subsample(index),
         old_dist=tuple(_step_subsample(x, q.old_log_prob.shape[-1], index) for x in q.old_dist),

@@ -70,8 +70,8 @@ class GaussianMLPPolicy(nn.Module):
         self, params: Params, obs: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
         mean, log_std = self.distribution_params(params, obs)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        return mean + log_std.exp() * noise
+        noise = self.distribution.draw_noise(mean.shape, generator)
+        return self.distribution.sample((mean, log_std), noise)
 
 
 def gaussian_mlp(params: Params, obs: Tensor, activation: str) -> tuple[Tensor, Tensor]:

@@ -85,7 +85,8 @@ class TrpoOuterStep(OuterStep):
         with torch.no_grad():
             old = o.policy.distribution_params(params, support.observations)
         curvature_support = curvature_batch.supports[0]
-        index = random_subset(curvature_support.mask.shape[-1], c.fvp_fraction, self.generator)
+        index = random_subset(curvature_support.mask.shape[-1], c.fvp_fraction, self.generator,
+                              curvature_support.mask.device)
         pre_update = pre_update_fisher_product(o.policy, params,
                                                curvature_support.subsample(index))
 
