@@ -1,6 +1,9 @@
 """One RL meta-training run's working parts: the vector environment, the policy, the random
 streams, the learner and the outer step from their registries, and the Ray workers if any.
 
+The policy's parameters and all the learning maths live on the config's ``device``
+(``metarl.rl.device``); the simulators, the random streams and the Ray workers stay on the CPU.
+
 One iteration (Finn et al. 2017, arXiv:1703.03400, Algorithm 3): sample ``meta_batch_size``
 tasks; sample their support episodes and adapt as the learner does; sample the query episodes
 with the adapted policies; then the outer step updates theta along the learner's direction.
@@ -19,11 +22,12 @@ from torch import Tensor
 from metarl.config import TrainConfig
 from metarl.core.episodes import Episodes, masked_mean
 from metarl.core.guards import NonFiniteError, check_finite
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_to
 from metarl.core.maml import MetaBatch, QueryBatch
 from metarl.envs import Task, make_task_vector_env
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.combination import check_combination
+from metarl.rl.device import resolve_device
 from metarl.rl.learners import learner_class
 from metarl.rl.objective import MetaObjective
 from metarl.rl.outer_steps import outer_step_class
@@ -42,11 +46,13 @@ class MetaLearner:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = check_combination(config)
+        self.device = resolve_device(config.device)  # no CUDA here: one line, nothing built
         self.env = make_task_vector_env(
             config.env_id, config.meta_batch_size * config.episodes_per_task, config.physics,
             action_space=config.action_space,
         )
         torch.manual_seed(config.seed)
+        # built on the CPU, so that a seed starts from the same parameters on every device
         self.policy = build_policy(config, self.env)
         # tasks from their own stream, so that how much a run samples never changes its tasks
         task_seed, dynamics_seed = np.random.SeedSequence(config.seed).spawn(2)
@@ -96,7 +102,7 @@ class MetaLearner:
         self.generator.set_state(state["torch"])
 
     def initial_state(self) -> TrainState:
-        params = self.policy.initial_params()
+        params = params_to(self.policy.initial_params(), self.device)
         adam = self.outer_step.initial_optimiser_state(params)
         return TrainState(params, adam, 0, 0, float("-inf"), self.config.inner_kl_coef)
 
@@ -120,8 +126,8 @@ class MetaLearner:
         Each rollout takes one seed per task from the dynamics stream."""
         seeds = [draw_task_seeds(self.dynamics_rng, len(tasks))
                  for _ in range(self.learner.support_rollouts() + 1)]
-        if self.ray is not None:
-            return self.ray.sample(params, tasks, seeds)
+        if self.ray is not None:  # the workers sample on their CPUs
+            return self.ray.sample(params, tasks, seeds).to(self.device)
         return sample_episodes(self.env, self.policy, self.learner, self.config, params, tasks,
                                seeds)
 

@@ -229,7 +229,7 @@ class RaySampler:
             raise RayWorkerError("the Ray sampler is closed")
         ray = self._ray
         exceptions = ray.exceptions
-        theta = ray.put({k: v.detach() for k, v in params.items()})
+        theta = ray.put({k: v.detach().cpu() for k, v in params.items()})  # workers: CPU only
         shards = shard_bounds(len(tasks), len(self._actors))
         results: list[SampledEpisodes | None] = [None] * len(shards)
         attempts = [0] * len(shards)

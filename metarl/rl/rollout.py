@@ -10,6 +10,15 @@ With ``task_seeds`` the randomness of a rollout is per task: each task's seed al
 sub-environments' reset states and its action noise, so a task's episodes do not depend on which
 other tasks share the batch. That is what lets a meta-batch be split over workers (``sampler:
 ray``) and still give exactly the episodes of one local rollout.
+
+The simulators run on the host; the policy runs where its parameters are (``device: cuda``
+puts them on the GPU). Each step sends the whole batch of observations to that device in one
+transfer (with the step's noise when a ``generator`` draws it step by step; ``task_seeds``
+noise goes once per rollout) and brings the actions back in one, never one transfer per
+environment. The episodes are gathered on the host and moved to the parameters' device once,
+at the end, for the advantages and the losses. The action noise is drawn on the host either
+way, so a seed gives the same episodes on every device (up to the device's rounding of the
+policy's outputs).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import torch
 from metarl.core.distributions import Distribution, Policy
 from metarl.core.episodes import Episodes
 from metarl.core.guards import check_finite
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_device
 from metarl.envs.base import Task, TaskVectorEnv
 
 
@@ -49,6 +58,8 @@ def rollout(
     as floats ``[N, T, B, act]``: a discrete action is its index, ``[..., 1]``.
     """
     n, b = len(tasks), episodes_per_task
+    device = params_device(params)
+    host = torch.device("cpu")
     if env.num_envs != n * b:
         raise ValueError(f"environment has {env.num_envs} copies, need {n} tasks x {b} episodes")
     noise: torch.Tensor | None = None
@@ -60,26 +71,27 @@ def rollout(
             raise ValueError(f"got {len(task_seeds)} task seeds for {n} tasks")
         reset_seed, noise = _per_task_randomness(task_seeds, b, horizon, env.act_dim,
                                                  policy.distribution)
+        noise = noise.to(device)  # the whole rollout's noise in one transfer
     env.set_tasks([task for task in tasks for _ in range(b)])
     # a list holds one seed per copy, as gymnasium's vector envs take it (its annotation says int)
     obs, _ = env.reset(seed=reset_seed)  # type: ignore[arg-type]
     obs_dim, act_dim = env.obs_dim, env.act_dim
-    observations = torch.zeros(n, horizon, b, obs_dim)
-    actions = torch.zeros(n, horizon, b, act_dim)
-    rewards = torch.zeros(n, horizon, b)
-    mask = torch.zeros(n, horizon, b)
+    observations = torch.zeros(n, horizon, b, obs_dim, device=host)
+    actions = torch.zeros(n, horizon, b, act_dim, device=host)
+    rewards = torch.zeros(n, horizon, b, device=host)
+    mask = torch.zeros(n, horizon, b, device=host)
     success: torch.Tensor | None = None  # created at the first step whose info reports it
     alive = np.ones(n * b, dtype=bool)
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
         for t in range(horizon):
-            obs_t = torch.as_tensor(obs, dtype=torch.float32).view(n, b, obs_dim)
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=host).view(n, b, obs_dim)
             # before they become NaN actions that the environment would reject, unexplained
             check_finite(f"the observations at step {t}", obs_t.view(n * b, -1)[alive])
-            dist = policy.distribution_params(params, obs_t)
+            dist = policy.distribution_params(params, obs_t.to(device))
             noise_t = (policy.distribution.draw_noise((n, b, act_dim), generator)
                        if noise is None else noise[:, t])
-            act_t = policy.distribution.sample(dist, noise_t)
+            act_t = policy.distribution.sample(dist, noise_t).to(host)
             observations[:, t] = obs_t
             actions[:, t] = act_t
             mask[:, t] = torch.from_numpy(alive.reshape(n, b))
@@ -90,13 +102,13 @@ def rollout(
             rewards[:, t] = torch.from_numpy(np.where(alive, reward, 0.0).reshape(n, b))
             if "success" in info:
                 if success is None:
-                    success = torch.zeros(n, horizon, b)
+                    success = torch.zeros(n, horizon, b, device=host)
                 succeeded = alive & np.asarray(info["success"], dtype=bool)
                 success[:, t] = torch.from_numpy(succeeded.reshape(n, b).astype(np.float32))
             alive &= ~(terminated | truncated)
             if not alive.any():
                 break
-    return Episodes(observations, actions, rewards, mask, success)
+    return Episodes(observations, actions, rewards, mask, success).to(device)
 
 
 def draw_task_seeds(rng: np.random.Generator, n: int) -> list[int]:
@@ -116,7 +128,7 @@ def _per_task_randomness(
     seed of a torch generator that draws the task's whole noise at once (one call per task).
     """
     reset_seeds: list[int] = []
-    noise = torch.empty(len(task_seeds), horizon, episodes, act_dim)
+    noise = torch.empty(len(task_seeds), horizon, episodes, act_dim, device="cpu")
     for i, task_seed in enumerate(task_seeds):
         words = np.random.SeedSequence(task_seed).generate_state(episodes + 1).tolist()
         reset_seeds.extend(words[:episodes])

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import torch
+
 from metarl.config import TrainConfig
 from metarl.core.adaptation import per_task
 from metarl.core.distributions import Policy
 from metarl.core.episodes import Episodes, StepBatch
 from metarl.core.guards import check_finite
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_to
 from metarl.envs import Task, TaskVectorEnv
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.learners.base import Learner
@@ -31,6 +33,14 @@ class SampledEpisodes(NamedTuple):
     # the supports with their advantages, as the adaptation used them; a Ray worker leaves them
     # out (half the transfer) and the learner recomputes them from the episodes, identically
     support_batches: list[StepBatch]
+
+    def to(self, device: torch.device) -> SampledEpisodes:
+        """Everything on ``device``: what the Ray workers sampled on their CPUs, for a run
+        whose maths run elsewhere."""
+        return SampledEpisodes(
+            [e.to(device) for e in self.supports], self.query.to(device),
+            params_to(self.adapted, device),
+            [StepBatch(*(x.to(device) for x in b)) for b in self.support_batches])
 
 
 def check_episodes(episodes: Episodes, where: str) -> None:

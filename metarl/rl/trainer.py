@@ -117,7 +117,7 @@ def resume_state(config: TrainConfig, run_dir: Path,
     check_resumable(config, payload)
     check_policy_kind(last, payload, policy_kind(learner.policy))
     check_params(last, payload["params"], learner.policy.initial_params())
-    state = restore_state(payload)
+    state = restore_state(payload).to(learner.device)  # saved on the CPU
     learner.set_rng_state(payload["rng"])
     truncate_metrics(run_dir / "metrics.jsonl", state.iteration)
     return state, float(payload.get("train_seconds", 0.0))
@@ -202,6 +202,7 @@ class RLRun:
             "best_query_return": self.state.best_return,
             "final_support_return": self.last_metrics.get("support/return"),
             "final_query_return": self.last_metrics.get("query/return"),
+            "device": str(self.learner.device),
         }
 
     def plot(self, run_dir: Path) -> None:

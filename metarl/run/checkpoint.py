@@ -4,6 +4,9 @@ Each checkpoint carries a SHA-256 digest of its own content (every tensor's dtyp
 bytes, every other value's repr), checked on load. torch.load reads a zip archive without checking
 its CRCs, and even a CRC check misses damage to the archive's directory: a flipped byte in a
 checkpoint otherwise loaded silently wrong numbers.
+
+Tensors are saved on the CPU and loaded there, whatever device a run computes on, so that a
+checkpoint written on a GPU machine loads on any other, and the other way round.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     interruption never leaves a half-written checkpoint in place of a good one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    payload = on_cpu(payload)
     torch.save({**payload, DIGEST_KEY: content_digest(payload)}, tmp)
     os.replace(tmp, path)
 
@@ -62,6 +66,20 @@ def check_params(path: Path, params: Any, expected: dict[str, torch.Tensor]) -> 
             shown = (tuple(got.shape), got.dtype) if isinstance(got, torch.Tensor) else got
             raise ValueError(f"checkpoint {path}: parameter {name} is {shown}, this config's "
                              f"policy needs {(tuple(want.shape), want.dtype)}")
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in its dicts, lists and tuples moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [on_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        items = [on_cpu(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
 
 
 def content_digest(payload: Any) -> str:
