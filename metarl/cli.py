@@ -27,6 +27,7 @@ import yaml
 
 from metarl import __version__
 from metarl.config import (
+    DEVICES,
     RESUMABLE_FIELDS,
     ConfigError,
     TrainConfig,
@@ -86,6 +87,16 @@ _OVERRIDE_HELP = (
 
 def _flags(fields: frozenset[str]) -> str:
     return ", ".join(f"--{name.replace('_', '-')}" for name in sorted(fields))
+
+
+def _add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """Where `eval`, `compare` and `video` run an RL policy and its adaptation."""
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        help="RL runs: where the policy and its adaptation run (default: the run's device; "
+        "the cpu, with a note, when that is cuda and this machine has none)",
+    )
 
 
 def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,6 +170,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         "--data-path",
         help="few-shot runs: the folder holding omniglot/ (default: the one the run used)",
     )
+    _add_device_argument(evaluate)
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     bench = commands.add_parser(
@@ -231,6 +243,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         action="store_true",
         help="MuJoCo shadows and reflections (about 3x slower without a GPU)",
     )
+    _add_device_argument(video)
     video.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     compare = commands.add_parser(
@@ -265,6 +278,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         help="first fine-tuning step size of the pretrained and random baselines, later steps "
         "half of it (default: the run's inner_lr)",
     )
+    _add_device_argument(compare)
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     search = commands.add_parser(
@@ -444,6 +458,8 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if is_fewshot_config(run_dir / "config.yaml"):
         if args.episodes is not None:
             raise ConfigError("--episodes applies to RL runs; a supervised run has no episodes")
+        if args.device is not None:
+            raise ConfigError("--device applies to RL runs, not to a supervised few-shot run")
         from metarl.fewshot.evaluation import evaluate_run as evaluate_fewshot_run
 
         evaluate_fewshot_run(run_dir, tasks=args.tasks, steps=args.steps, seed=args.seed,
@@ -463,6 +479,7 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         seed=args.seed,
         checkpoint=args.checkpoint,
         progress=not args.no_progress,
+        device=args.device,
     )
     return 0
 
@@ -506,6 +523,7 @@ def _video(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         size=args.size,
         shadows=args.shadows,
         progress=not args.no_progress,
+        device=args.device,
     )
     print(f"video: {path}")
     if args.gif and path.suffix.lower() != ".gif":
@@ -536,6 +554,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         oracle_timesteps=args.oracle_timesteps,
         progress=not args.no_progress,
         baseline_inner_lr=args.baseline_inner_lr,
+        device=args.device,
     )
     return 0
 

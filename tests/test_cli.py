@@ -200,7 +200,10 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
         "seed": 1000,
         "checkpoint": "last",
         "progress": True,
+        "device": None,  # None: the run's device
     }
+    assert main(["eval", str(tmp_path), "--device", "cpu"]) == 0
+    assert fakes["eval"][1][1]["device"] == "cpu"
 
 
 def test_a_misspelt_preset_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from metarl.config import RESUMABLE_FIELDS, TrainConfig, load_config, resolve_threads
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_to
+from metarl.rl.device import evaluation_device
 from metarl.rl.evaluation import evaluate_adaptation, summarize
 from metarl.rl.policy import initial_params, load_params
 from metarl.rl.trainer import train
@@ -99,6 +100,7 @@ def compare_run(
     oracle_timesteps: int | None = None,
     progress: bool = True,
     baseline_inner_lr: float | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
     ``compare.json`` (``{method: {"steps", "mean", "ci95", the protocol, the checkpoint and the
@@ -107,7 +109,9 @@ def compare_run(
     (tasks, episodes, steps, seed) are kept; another protocol there is refused.
     ``baseline_inner_lr`` is the pretrained and random baselines' first step size (later
     steps take half), as the MAML paper fine-tuned its pretrained HalfCheetah policies with
-    0.02 then 0.01 where MAML took 0.1 then 0.05; by default they take the run's."""
+    0.02 then 0.01 where MAML took 0.1 then 0.05; by default they take the run's.
+    ``device`` is where every method is evaluated and the pretrained baseline trains:
+    by default the run's own (the CPU, with a note, where that is cuda and there is none)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
@@ -125,12 +129,15 @@ def compare_run(
 
         check_oracle_available(config)  # before hours of other work, not after
     torch.set_num_threads(resolve_threads(config.torch_threads))
+    where = evaluation_device(config.device, device)
+    config = dataclasses.replace(config, device=where.type)  # the pretrained baseline's too
 
     def evaluated(params: Params, inner_lr: float | None = None) -> dict[str, Any]:
         """Adapted with ``inner_lr`` (then half of it) for the baselines that set their own;
         the run's step sizes otherwise."""
         rates = config if inner_lr is None else dataclasses.replace(config, inner_lr=inner_lr)
-        outcome = evaluate_adaptation(rates, params, tasks, steps, episodes, seed, progress)
+        outcome = evaluate_adaptation(rates, params_to(params, where), tasks, steps, episodes,
+                                      seed, progress)
         mean, ci95 = summarize(outcome["returns"])
         return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95,
                 "step_sizes": outcome["rates"]}

@@ -8,6 +8,9 @@ next vanilla policy-gradient step (iMAML: the next proximal solve, as in trainin
 Benchmarks with a fixed test split (Meta-World) are evaluated on their test tasks, and
 environments that report success also get the success rate after each step (an episode
 succeeds if it met its goal on any step).
+
+The policy and its adaptation run on the device of the parameters they are given; ``metarl
+eval`` puts them on the run's ``device`` (``metarl.rl.device.evaluation_device``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.core.adaptation import per_task
 from metarl.core.confidence import ci95
 from metarl.core.episodes import episode_returns, episode_success
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_to
 from metarl.envs import make_task_vector_env, sample_held_out_tasks
 from metarl.rl.advantages import advantages_batch
+from metarl.rl.device import evaluation_device
 from metarl.rl.learners import build_learner
 from metarl.rl.policy import build_policy, load_params
 from metarl.rl.rollout import rollout
@@ -69,13 +73,14 @@ def evaluate_adaptation(
     for step in tqdm(range(steps + 1), desc="evaluate", disable=not progress, unit="step"):
         batch_episodes = rollout(env, policy, adapted, held_out, episodes, config.horizon,
                                  generator, seed + step)
-        returns.append(episode_returns(batch_episodes).mean(dim=1).numpy())
+        returns.append(episode_returns(batch_episodes).mean(dim=1).cpu().numpy())
         success = episode_success(batch_episodes)
         if success is not None:
-            successes.append(success.mean(dim=1).numpy())
+            successes.append(success.mean(dim=1).cpu().numpy())
         shown = min(PLOTTED_TASKS, tasks)
         valid = batch_episodes.mask[:shown, :, 0] > 0
-        paths.append([batch_episodes.observations[i, valid[i], 0].numpy() for i in range(shown)])
+        paths.append([batch_episodes.observations[i, valid[i], 0].cpu().numpy()
+                      for i in range(shown)])
         if step < steps:
             support = advantages_batch(batch_episodes, config)
             adapted = learner.adapt_at_test(adapted, support, rates[step])
@@ -98,13 +103,15 @@ def evaluate_run(
     seed: int = 1000,
     checkpoint: str = "best",
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
     ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other. A
     run still training (``metarl.run.live``) gets ``eval_interim.json`` (``eval_last_interim``)
     instead: its checkpoints may still change, and the result must not look final.
 
-    ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields.
+    ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields;
+    ``device`` to the run's own (the CPU, with a note, where that is cuda and there is none).
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_checkpoint(run_dir, checkpoint)
@@ -117,6 +124,7 @@ def evaluate_run(
         if value < low:
             raise ValueError(f"--{name} must be >= {low}, got {value}")
     params, payload = load_params(checkpoint_path, config)
+    params = params_to(params, evaluation_device(config.device, device))
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
     mean, ci95 = summarize(outcome["returns"])

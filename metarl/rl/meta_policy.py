@@ -28,9 +28,10 @@ import torch
 
 from metarl.config import TrainConfig, load_config
 from metarl.core.adaptation import per_task
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_device, params_to
 from metarl.envs import Task, env_kwargs, make_task_vector_env
 from metarl.rl.advantages import advantages_batch
+from metarl.rl.device import resolve_device
 from metarl.rl.evaluation import step_learning_rates
 from metarl.rl.learners import build_learner
 from metarl.rl.policy import PolicyModule, config_policy, load_params
@@ -44,12 +45,15 @@ class MetaPolicy:
     params: Params  # the meta-parameters theta
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best") -> MetaPolicy:
-        """The meta-policy of ``run_dir``'s ``checkpoint`` ("best" or "last")."""
+    def load(cls, run_dir: str | Path, checkpoint: str = "best",
+             device: str = "cpu") -> MetaPolicy:
+        """The meta-policy of ``run_dir``'s ``checkpoint`` ("best" or "last"), its parameters
+        on ``device`` ("cpu", "cuda" or "auto"; the CPU by default, whatever the run trained
+        on: acting on one observation at a time gains nothing from a GPU)."""
         run_dir = Path(run_dir)
         config = load_config(run_dir / "config.yaml")
         params, _ = load_params(run_dir / "checkpoints" / f"{checkpoint}.pt", config)
-        return cls(config, config_policy(config), params)
+        return cls(config, config_policy(config), params_to(params, resolve_device(device)))
 
     def make_env(self) -> Any:
         """One environment of the run's family, physics and action space."""
@@ -80,12 +84,13 @@ class MetaPolicy:
         """The action of the policy with ``params`` (default: theta) at one observation: the
         mean (the most likely action, for a categorical policy), or a sample when not
         ``deterministic``."""
-        obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32)
         chosen = self.params if params is None else params
+        obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32,
+                              device=params_device(chosen))
         with torch.no_grad():
             dist = self.policy.distribution_params(chosen, obs)
             distribution = self.policy.distribution
             action = (distribution.mode(dist) if deterministic else
                       distribution.sample(dist, distribution.draw_noise(
                           distribution.mode(dist).shape, None)))
-        return action.numpy()
+        return action.cpu().numpy()

@@ -29,10 +29,11 @@ import torch
 from tqdm import tqdm
 
 from metarl.config import TrainConfig, load_config, resolve_threads
-from metarl.core.linalg import Params
+from metarl.core.linalg import Params, params_device, params_to
 from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import make_task_vector_env
 from metarl.envs.base import Task
+from metarl.rl.device import evaluation_device
 from metarl.rl.evaluation import evaluate_adaptation
 from metarl.rl.policy import discrete_actions, load_params
 from metarl.run.checkpoint import run_checkpoint
@@ -299,9 +300,10 @@ def compose_grid(
 
 def _mean_action(policy: GaussianMLPPolicy, params: Params, obs: Any) -> np.ndarray:
     with torch.no_grad():
-        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(-1)
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32,
+                                device=params_device(params)).reshape(-1)
         mean, _ = policy.distribution_params(params, obs_t)
-    action: np.ndarray = mean.numpy()
+    action: np.ndarray = mean.cpu().numpy()
     return action
 
 
@@ -514,6 +516,7 @@ def record_video(
     tensorboard: Any = None,
     global_step: int = 0,
     progress: bool = False,
+    device: str | None = None,
 ) -> Path:
     """Render a run's meta-policy before and after 1..``steps`` inner steps on ``tasks``
     held-out tasks (seeded by ``seed``) and write the video; returns its path.
@@ -527,6 +530,8 @@ def record_video(
     reflections on (about 3x slower in software, see ``set_render_quality``). ``tensorboard``,
     a ``SummaryWriter``, also receives the video at ``global_step`` (see ``log_video``); that,
     like a GIF, holds every frame in memory (the mp4 alone is written one frame at a time).
+    The checkpoint's policy adapts on ``device``, by default the run's own (the CPU, with a
+    note, where that is cuda and there is none); ``params`` adapt where they are.
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_checkpoint(run_dir, checkpoint)
@@ -552,7 +557,8 @@ def record_video(
     probe.close()
 
     if params is None:
-        params = load_params(checkpoint_path, config)[0]
+        params = params_to(load_params(checkpoint_path, config)[0],
+                           evaluation_device(config.device, device))
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed)
     frames = render_adaptation(
