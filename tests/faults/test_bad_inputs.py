@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+import torch
 import yaml
 
 from metarl.config import TrainConfig
@@ -58,7 +59,7 @@ OUT_OF_RANGE = [
     ("activation", "sigmoid", "one of"), ("outer", "sgdm", "one of"),
     ("physics", "mujoco", "one of"), ("action_space", "normalised", "one of"),
     ("estimator", "reinforce", "one of"),
-    ("learner", "anil", "one of"), ("sampler", "mpi", "one of"),
+    ("learner", "anil", "one of"), ("sampler", "mpi", "one of"), ("device", "tpu", "one of"),
     ("env_id", "' '", "a non-empty string"),
 ]
 
@@ -120,6 +121,10 @@ CASES: dict[str, Case] = {
     "no config": Case(["train", "--no-progress"], 2, "train needs a CONFIG"),
     "resume with a config": Case(["train", "navigation2d", "--resume", "{run}"], 2,
                                  "--resume takes the run directory alone"),
+    # a device this machine lacks (only testable on one without CUDA)
+    **({} if torch.cuda.is_available() else {
+        "cuda without CUDA": _fresh("navigation2d", "--device", "cuda",
+                                    text="device 'cuda' asked for, but torch")}),
 }
 
 # Cases against an existing, finished run directory: (prepare, argv, code, text).
