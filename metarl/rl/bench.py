@@ -25,11 +25,13 @@ from metarl.rl.throughput import physics_limit
 from metarl.run.resources import peak_rss_mb
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        if device.type == "cuda":  # CUDA runs asynchronously: time the work, not its launch
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -64,7 +66,9 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
 
         batch, _ = learner.sample(state.params)
         gradients = gradient_variants(learner, state.params, batch)
-        modes = {name: _median_seconds(gradient, repeats) for name, gradient in gradients.items()}
+        modes = {name: _median_seconds(gradient, repeats, learner.device)
+                 for name, gradient in gradients.items()}
+        device = str(learner.device)
     result = {
         "env_id": config.env_id,
         "meta_batch_size": config.meta_batch_size,
@@ -75,6 +79,7 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
         "learner": config.learner,
         "first_order": config.first_order_meta_gradient,
         "torch_threads": threads,
+        "device": device,
         "iterations_timed": len(per_iteration),
         "seconds_per_iteration_median": statistics.median(per_iteration),
         "sampling_seconds_median": statistics.median(sampling),
