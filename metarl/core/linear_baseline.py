@@ -2,8 +2,13 @@
 
 Features per step: ``obs, obs^2, t, t^2, t^3, 1`` with ``t = step / 100``, as in the MAML-RL code.
 Each task's ridge regression ``w = (X^T X + ridge I)^-1 X^T R`` is solved for all tasks at once
-with one batched solve. The normal equations are formed and solved in float64: in float32 they
-become singular after some training, when the policy's visitation collapses onto a few states.
+with one batched Cholesky solve (the matrix is symmetric positive definite). The normal equations
+are formed and solved in float64: in float32 they become singular after some training, when the
+policy's visitation collapses onto a few states.
+
+Not ``torch.linalg.solve``: its batched LU in torch 2.13's CPU build, with two or more threads,
+failed ("Pivots given to lu_solve must all be greater or equal to 1") or hung for 40 tasks of
+the Ant's 226 features, on well-conditioned matrices; one thread, or Cholesky, did not.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ def fit_linear_baseline(
     y = (returns.double() * mask.double()).reshape(n, -1, 1)
     xt = x.transpose(1, 2)
     eye = torch.eye(x.shape[-1], dtype=torch.float64, device=x.device)
-    weights: Tensor = torch.linalg.solve(xt @ x + ridge * eye, xt @ y)
+    normal = xt @ x + ridge * eye
+    factor, info = torch.linalg.cholesky_ex(normal)
+    if bool(info.any()):  # not positive definite in floating point: tiny ridge, huge features
+        # (a least-squares solve, task by task: one matrix at a time is safe with threads)
+        weights = torch.stack([torch.linalg.lstsq(a, b).solution
+                               for a, b in zip(normal, xt @ y)])
+    else:
+        weights = torch.cholesky_solve(xt @ y, factor)
     values = (x @ weights).reshape(returns.shape)
     return values.to(returns.dtype)
