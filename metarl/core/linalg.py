@@ -55,15 +55,12 @@ class BatchedCGResult(NamedTuple):
     solution: Tensor  # [N, P]
     iterations: Tensor  # [N] CG iterations each system used
     residual_norm: Tensor  # [N] final |b - A x|
-    # [N] x^T A x, as x^T (b - r) from CG's own residual r = b - A x: no further product
-    solution_curvature: Tensor
 
 
 class CGResult(NamedTuple):
     solution: Tensor
     iterations: int
     residual_norm: float
-    solution_curvature: float  # x^T A x
 
 
 def batched_conjugate_gradient(
@@ -116,7 +113,7 @@ def batched_conjugate_gradient(
         p = r + beta.unsqueeze(1) * p
         rr = rr_next
         iterations += active.long()
-    return BatchedCGResult(x, iterations, rr.sqrt(), _row_dots(x, b - r))
+    return BatchedCGResult(x, iterations, rr.sqrt())
 
 
 def _row_dots(u: Tensor, v: Tensor) -> Tensor:
@@ -137,7 +134,7 @@ def conjugate_gradient(
     result = batched_conjugate_gradient(lambda v: matvec(v[0]).unsqueeze(0), b.unsqueeze(0),
                                         iters, tol)
     return CGResult(result.solution[0], int(result.iterations[0]),
-                    float(result.residual_norm[0]), float(result.solution_curvature[0]))
+                    float(result.residual_norm[0]))
 
 
 def gauss_newton_vector_product(

@@ -46,9 +46,7 @@ def trpo_step(
     """
     cg = conjugate_gradient(fisher_product, -gradient, iters=cg_iters)
     direction = cg.solution
-    # 0.5 x^T F x from CG's residual: one Fisher-vector product (the costliest part of a
-    # step, through every task's adaptation) fewer than measuring it anew
-    curvature = 0.5 * cg.solution_curvature
+    curvature = 0.5 * torch.dot(direction, fisher_product(direction)).item()
     if not math.isfinite(curvature) or curvature <= 0:
         return TRPOResult(params, False, loss_before, loss_before, 0.0, 0, cg.residual_norm)
     full_step = unflatten(direction * math.sqrt(max_kl / curvature), params)
