@@ -89,3 +89,20 @@ def test_ant_sized_fit_with_two_threads_finishes_and_is_right() -> None:
     child = subprocess.run([sys.executable, "-c", ANT_SIZED_FIT], capture_output=True,
                            text=True, timeout=120)
     assert child.returncode == 0 and "fitted" in child.stdout, child.stderr[-2000:]
+
+
+def test_fitting_in_batches_of_tasks_changes_no_value(monkeypatch) -> None:
+    """Big observation batches are fitted a few tasks at a time (bounded memory): 5 tasks in
+    batches of 2 give the values of one batch of 5."""
+    import metarl.core.linear_baseline as linear_baseline
+
+    g = torch.Generator().manual_seed(4)
+    obs = torch.randn(5, 12, 3, 4, generator=g, dtype=torch.float64)
+    returns = torch.randn(5, 12, 3, generator=g, dtype=torch.float64)
+    mask = (torch.rand(5, 12, 3, generator=g) > 0.2).double()
+    whole = fit_linear_baseline(obs, returns, mask)
+    task_bytes = 12 * 3 * (2 * 4 + 4) * 8
+    monkeypatch.setattr(linear_baseline, "FEATURE_BYTES_PER_BATCH", 2 * task_bytes)
+    batched = fit_linear_baseline(obs, returns, mask)
+    assert torch.allclose(batched, whole, atol=1e-12)
+    assert torch.all(batched[mask == 0] == 0)
