@@ -95,6 +95,16 @@ def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
     return returns.mean(axis=1).tolist(), [ci95(step) for step in returns]
 
 
+def summarize_gain(returns: np.ndarray) -> tuple[list[float], list[float]]:
+    """Mean gain over step 0 of ``returns [steps, tasks]`` and its paired 95% CI half-width.
+
+    Every step is measured on the same held-out tasks, so the interval of the per-task
+    differences is the test of whether adaptation helps: where tasks differ widely in how much
+    return they allow (the Ant's goal velocities), each step's own interval is wide and two steps'
+    intervals may overlap although every task gained."""
+    return summarize(returns - returns[:1])
+
+
 def evaluate_run(
     run_dir: str | Path,
     tasks: int | None = None,
@@ -128,11 +138,14 @@ def evaluate_run(
     torch.set_num_threads(resolve_threads(config.torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
     mean, ci95 = summarize(outcome["returns"])
+    gain, gain_ci95 = summarize_gain(outcome["returns"])
     result: dict[str, Any] = {
         "metric": "return",
         "steps": list(range(steps + 1)),
         "mean": mean,
         "ci95": ci95,
+        "gain": gain,
+        "gain_ci95": gain_ci95,
         "tasks": tasks,
         "episodes_per_task": episodes,
         "step_sizes": outcome["rates"],
@@ -182,10 +195,13 @@ def format_table(result: dict[str, Any]) -> str:
         f"episodes per step, checkpoint {result['checkpoint']} "
         f"({_checkpoint_label(result)})",
         f"{'steps':>5}  {'return':>10}  {'95% CI':>8}"
+        + (f"  {'gain':>10}  {'paired CI':>9}" if "gain" in result else "")
         + (f"  {'success':>8}  {'95% CI':>8}" if "success_rate" in result else ""),
     ]
     for i, (step, mean, ci) in enumerate(zip(result["steps"], result["mean"], result["ci95"])):
         line = f"{step:>5}  {mean:>10.2f}  {ci:>8.2f}"
+        if "gain" in result:  # evaluations written before the gain was recorded lack it
+            line += f"  {result['gain'][i]:>10.2f}  {result['gain_ci95'][i]:>9.2f}"
         if "success_rate" in result:
             rate = result["success_rate"]
             line += f"  {rate['mean'][i]:>8.3f}  {rate['ci95'][i]:>8.3f}"
