@@ -186,6 +186,17 @@ def test_compose_grid_places_panels_and_pads_to_16() -> None:
     assert grid[:CAPTION_HEIGHT, :30].std() > 0  # the caption text is drawn
 
 
+def test_a_long_caption_stays_in_its_own_panel() -> None:
+    # the Ant's second line on a 240 px panel ran into the next panel's caption
+    black = np.zeros((40, 240, 3), dtype=np.uint8)
+    long = "pre-update | t 194 | v -0.65 | return -136.7 | done"
+    grid = compose_grid([[black, black]], [[("velocity 1.56", long), ("", "")]], (240, 40))
+    band = grid[:CAPTION_HEIGHT]
+    drawn = (band != band[0, -1]).any(axis=2)  # pixels other than the caption background
+    assert not drawn[:, 240:].any()  # the right panel's captions are empty: nothing drawn there
+    assert drawn[:, :240].any()
+
+
 @pytest.mark.filterwarnings("ignore:.*infinity")  # positions are unbounded by design
 def test_navigation_renders_the_arena_with_numpy() -> None:
     made = gymnasium.make("metarl/Navigation2D-v0", render_mode="rgb_array", width=120, height=100)

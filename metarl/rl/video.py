@@ -264,6 +264,16 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
+def _fitted_font(draw: Any, text: str, width: int, size: int = 13, smallest: int = 8) -> Any:
+    """The largest font up to ``size`` px in which ``text`` fits ``width`` px (a long caption on
+    a narrow panel would run into its neighbour's); the smallest where none fits."""
+    for points in range(size, smallest - 1, -1):
+        font = _font(points)
+        if draw.textlength(text, font=font) <= width:
+            return font
+    return font
+
+
 def _padded(length: int) -> int:
     return -(-length // _BLOCK) * _BLOCK
 
@@ -284,7 +294,6 @@ def compose_grid(
     cell = height + CAPTION_HEIGHT
     canvas = Image.new("RGB", (_padded(cols * width), _padded(rows * cell)), _CAPTION_BG)
     draw = ImageDraw.Draw(canvas)
-    font = _font(13)
     for r, row in enumerate(panels):
         for c, panel in enumerate(row):
             image = Image.fromarray(panel)
@@ -293,8 +302,10 @@ def compose_grid(
             x, y = c * width, r * cell
             canvas.paste(image, (x, y + CAPTION_HEIGHT))
             first, second = captions[r][c]
-            draw.text((x + 5, y + 2), first, fill=_CAPTION_FG, font=font)
-            draw.text((x + 5, y + 17), second, fill=_CAPTION_DIM, font=font)
+            draw.text((x + 5, y + 2), first, fill=_CAPTION_FG,
+                      font=_fitted_font(draw, first, width - 10))
+            draw.text((x + 5, y + 17), second, fill=_CAPTION_DIM,
+                      font=_fitted_font(draw, second, width - 10))
     return np.asarray(canvas)
 
 
