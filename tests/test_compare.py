@@ -13,7 +13,7 @@ import torch
 from metarl.cli import main
 from metarl.config import TrainConfig, load_config
 from metarl.envs import make_task_vector_env
-from metarl.rl.compare import parse_baselines, pretrained_config
+from metarl.rl.compare import paired_differences, parse_baselines, pretrained_config
 from metarl.rl.meta_learner import MetaLearner
 from metarl.rl.oracle import evaluate_oracle
 from metarl.rl.policy import initial_params
@@ -74,11 +74,24 @@ def test_compare_cli_writes_table_plot_and_reuses_the_pretrained_baseline(
         assert row["steps"] == [0, 1] and len(row["mean"]) == len(row["ci95"]) == 2
     assert (run / "compare" / "compare.png").is_file()
     assert "| pretrained |" in (run / "compare" / "compare.md").read_text()
+    assert "| MAML-TRPO - random |" in (run / "compare" / "compare.md").read_text()
     checkpoint = run / "baselines" / "pretrained" / "checkpoints" / "best.pt"
     trained_at = checkpoint.stat().st_mtime_ns
     assert main(args) == 0  # the second comparison evaluates again but does not retrain
     assert checkpoint.stat().st_mtime_ns == trained_at
     assert json.loads((run / "compare" / "compare.json").read_text()) == result
+
+
+def test_paired_differences_are_per_task_and_skip_methods_without_tasks() -> None:
+    # per_task is [tasks, steps]; the run gains 1, 2, 3 over the baseline on three tasks at step 1
+    ours = {"steps": [0, 1], "per_task": [[0.0, 11.0], [100.0, 102.0], [-50.0, -47.0]]}
+    baseline = {"steps": [0, 1], "per_task": [[0.0, 10.0], [100.0, 100.0], [-50.0, -50.0]]}
+    oracle = {"steps": [0, 1]}  # one number per task, recorded without per-task returns
+    lines = paired_differences({"MAML-TRPO": ours, "pretrained": baseline, "oracle": oracle})
+    rows = [line for line in lines if line.startswith("| MAML")]
+    half_width = 1.96 / np.sqrt(3)  # the differences 1, 2, 3 have sample std 1
+    assert rows == [f"| MAML-TRPO - pretrained | 0.00 (0.00) | 2.00 ({half_width:.2f}) |"]
+    assert paired_differences({"MAML-TRPO": oracle, "pretrained": baseline}) == []
 
 
 def test_compare_rejects_bad_input_on_one_line(tmp_path: Path,
@@ -149,6 +162,7 @@ def test_a_comparison_adds_to_the_last_one_and_records_its_budgets(
     assert result["pretrained"]["iterations"] == 2 and result["pretrained"]["tasks"] == 3
     assert result["MAML-TRPO"]["checkpoint_iteration"] is not None
     assert "| pretrained |" in (run / "compare" / "compare.md").read_text()
+    assert "| MAML-TRPO - random |" in (run / "compare" / "compare.md").read_text()
     capsys.readouterr()
     # another protocol in the same folder is refused, naming what differs
     assert main(["compare", str(run), "--baselines", "random", "--tasks", "4", "--steps", "1",

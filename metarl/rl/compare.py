@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metarl.config import RESUMABLE_FIELDS, TrainConfig, load_config, resolve_threads
@@ -140,7 +141,7 @@ def compare_run(
                                       seed, progress)
         mean, ci95 = summarize(outcome["returns"])
         return {"steps": list(range(steps + 1)), "mean": mean, "ci95": ci95,
-                "step_sizes": outcome["rates"]}
+                "step_sizes": outcome["rates"], "per_task": outcome["returns"].T.tolist()}
 
     protocol = {"env_id": config.env_id, "tasks": tasks, "episodes_per_task": episodes,
                 "last_step": steps, "seed": seed}
@@ -174,8 +175,11 @@ def compare_run(
                                  "mean": [float(returns.mean())] * (steps + 1),
                                  "ci95": [summarize(returns[None])[1][0]] * (steps + 1),
                                  **protocol, "timesteps": budget, "checkpoint": source}
-    # a comparison adds to the one already there (same protocol), never shrinks it
-    results = {**{k: v for k, v in previous.items() if k not in results}, **results}
+    # a comparison adds to the one already there (same protocol), never shrinks it; the run
+    # stays first, the method every other is measured against
+    run_name = method_name(config)
+    results = {run_name: results[run_name],
+               **{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", results)
     table = format_markdown(results, config.env_id, tasks, episodes)
@@ -224,4 +228,29 @@ def format_markdown(results: dict[str, Any], env_id: str, tasks: int, episodes: 
              for name, row in results.items() if row.get("step_sizes")]
     if rates:
         lines += ["", "Step sizes of steps 1, 2, ...: " + "; ".join(rates) + "."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + paired_differences(results)) + "\n"
+
+
+def paired_differences(results: dict[str, Any]) -> list[str]:
+    """Markdown lines: the first method (the meta-trained run) minus each other method evaluated
+    on the same tasks, per step, with the 95% interval of the per-task differences. Every method
+    meets the same held-out tasks, so this interval is far narrower than the methods' own where
+    tasks allow very different returns; methods recorded without per-task returns (an older
+    comparison, the oracle) are left out."""
+    (name, row), *others = results.items()
+    if "per_task" not in row:
+        return []
+    ours = np.asarray(row["per_task"], dtype=np.float64)  # [tasks, steps]
+    lines = []
+    for other, other_row in others:
+        if "per_task" not in other_row:
+            continue
+        mean, ci95 = summarize((ours - np.asarray(other_row["per_task"])).T)
+        cells = [f"{m:.2f} ({c:.2f})" for m, c in zip(mean, ci95)]
+        lines.append(f"| {name} - {other} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    steps = row["steps"]
+    return ["", "Differences on the same tasks, 95% CI of the per-task differences in brackets:",
+            "", "| difference | " + " | ".join(f"step {s}" for s in steps) + " |",
+            "|" + " --- |" * (len(steps) + 1), *lines]
