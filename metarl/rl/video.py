@@ -14,6 +14,7 @@ selects ``MUJOCO_GL=egl`` (Mesa's software renderer needs the Debian packages in
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import traceback
@@ -255,6 +256,7 @@ def step_caption(step: int) -> str:
     return f"{step} step" if step == 1 else f"{step} steps"
 
 
+@functools.cache  # every frame captions every panel; load each size once
 def _font(size: int) -> Any:
     from PIL import ImageFont
 
