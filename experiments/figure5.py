@@ -33,6 +33,7 @@ from typing import Any
 
 from metarl.cli import resolve_config_path
 from metarl.config import load_config
+from metarl.rl.compare import paired_differences
 from metarl.run.atomic_write import write_json, write_text
 from metarl.run.checkpoint import load_checkpoint
 
@@ -153,6 +154,7 @@ def format_table(results: dict[str, Any], tasks: int) -> str:
                  for name, row in entry["methods"].items() if row.get("step_sizes")]
         if rates:
             lines += ["", "Step sizes of steps 1, 2, 3: " + "; ".join(rates) + "."]
+        lines += paired_differences(entry["methods"])
         lines.append("")
     return "\n".join(lines)
 
