@@ -296,6 +296,17 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
                         help="output folder (default: runs/<config>); --run-dir as in train")
     search.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    status = commands.add_parser(
+        "status",
+        help="how far runs are, how long the rest takes, what they learned",
+        description="For each run folder: whether a process trains it now, the iteration, the "
+        "training time against its budget, the recent seconds per iteration and the time to "
+        "go, the recent training returns and the evaluation, if any. Reads the folder only; "
+        "safe while the run trains.",
+        allow_abbrev=False,
+    )
+    status.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path)
+
     presets = commands.add_parser(
         "presets",
         help="list the presets, or print one's resolved config",
@@ -307,7 +318,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
     )
     presets.add_argument("name", metavar="NAME", nargs="?", help="a preset or YAML file")
     return parser, {"train": train, "eval": evaluate, "bench": bench, "video": video,
-                    "compare": compare, "search": search, "presets": presets}
+                    "compare": compare, "search": search, "status": status, "presets": presets}
 
 
 def split_overrides(args: Sequence[str], known_flags: set[str], fields: set[str] | None = None
@@ -575,6 +586,22 @@ def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    from metarl.run.status import format_status, read_status
+
+    code, shown = 0, 0
+    for run_dir in args.run_dirs:
+        try:
+            text = format_status(read_status(run_dir))
+        except (OSError, ValueError, yaml.YAMLError) as error:  # the other runs still report
+            _report(str(error))
+            code = 1
+            continue
+        print(("\n" if shown else "") + text)
+        shown += 1
+    return code
+
+
 def _presets(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if args.name is not None:
         path = resolve_config_path(args.name)
@@ -615,6 +642,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, dict[str, str]], int]] = {
     "video": _video,
     "compare": _compare,
     "search": _search,
+    "status": _status,
     "presets": _presets,
 }
 
