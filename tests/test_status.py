@@ -134,3 +134,6 @@ def test_a_folder_that_is_not_a_run_is_one_line_and_the_others_still_report(
     assert captured.err.count("\n") == 1 and "is not a run folder" in captured.err
     assert "Traceback" not in captured.err
     assert "stopped, iteration 2 of 10" in captured.out
+    (run / "config.yaml").write_text("- a list, not the run's fields\n")
+    assert main(["status", str(run)]) == 1
+    assert "is not a mapping" in capsys.readouterr().err

@@ -74,6 +74,9 @@ def read_status(run_dir: str | Path) -> RunStatus:
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml); a run folder is "
                                 "what `metarl train --run-dir DIR` wrote")
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{run_dir / 'config.yaml'} is not a mapping of fields; the run's "
+                         "config was overwritten, restore it from a copy of the preset")
     rows = _metrics(run_dir / "metrics.jsonl")
     seconds = [row["time/iteration_s"] for row in rows if "time/iteration_s" in row]
     status = RunStatus(
