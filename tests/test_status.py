@@ -59,7 +59,8 @@ def test_the_time_budget_ends_a_run_before_its_iterations(tmp_path: Path) -> Non
     write_run(run, iterations=100, max_minutes=6, finished=40)
     status = read_status(run)
     # 5 minutes trained, 1 minute of the budget left at 6 s per iteration: ten more, to iteration 50
-    assert status.budget_stop() == (pytest.approx(1.0), 50)
+    stop = status.budget_stop()
+    assert stop is not None and stop[0] == pytest.approx(1.0) and stop[1] == 50
     assert "near iteration 50" in format_status(status)
     write_run(tmp_path / "roomy", iterations=100, max_minutes=12, finished=40)
     assert read_status(tmp_path / "roomy").budget_stop() is None  # 6 minutes to go, 7 left
