@@ -305,7 +305,8 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         "safe while the run trains.",
         allow_abbrev=False,
     )
-    status.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path)
+    status.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=Path,
+                        help="a run folder, or a folder of runs (e.g. runs/): each run in it")
 
     presets = commands.add_parser(
         "presets",
@@ -587,18 +588,19 @@ def _search(args: argparse.Namespace, overrides: dict[str, str]) -> int:
 
 
 def _status(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    from metarl.run.status import format_status, read_status
+    from metarl.run.status import format_status, read_status, run_folders
 
     code, shown = 0, 0
-    for run_dir in args.run_dirs:
+    for path in args.run_dirs:
         try:
-            text = format_status(read_status(run_dir))
+            texts = [format_status(read_status(run_dir)) for run_dir in run_folders(path)]
         except (OSError, ValueError, yaml.YAMLError) as error:  # the other runs still report
             _report(str(error))
             code = 1
             continue
-        print(("\n" if shown else "") + text)
-        shown += 1
+        for text in texts:
+            print(("\n" if shown else "") + text)
+            shown += 1
     return code
 
 

@@ -126,6 +126,19 @@ def test_a_few_shot_run_shows_its_last_validation(tmp_path: Path,
     assert "at iteration 4" in out
 
 
+def test_a_folder_of_runs_reports_each(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "runs" / "b", iterations=10, max_minutes=0, finished=2)
+    write_run(tmp_path / "runs" / "a", iterations=10, max_minutes=0, finished=3)
+    (tmp_path / "runs" / "notes").mkdir()  # not a run: left out
+    assert main(["status", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert out.index("a: stopped, iteration 3") < out.index("b: stopped, iteration 2")
+    assert "notes" not in out
+    assert main(["status", str(tmp_path / "runs" / "notes")]) == 1  # holds no run
+    assert "holds none" in capsys.readouterr().err
+
+
 def test_a_folder_that_is_not_a_run_is_one_line_and_the_others_still_report(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"

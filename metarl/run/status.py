@@ -66,6 +66,20 @@ class RunStatus:
         return left, self.iteration + math.ceil(left * 60 / self.seconds_per_iteration)
 
 
+def run_folders(path: str | Path) -> list[Path]:
+    """``path`` itself where it is a run folder, else the run folders directly inside it (a
+    ``runs/`` folder of many runs), sorted; a one-line error where there are none."""
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        return [path]
+    inside = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file()) if (
+        path.is_dir()) else []
+    if not inside:
+        raise FileNotFoundError(f"{path} is not a run folder (no config.yaml) and holds none; a "
+                                "run folder is what `metarl train --run-dir DIR` wrote")
+    return inside
+
+
 def read_status(run_dir: str | Path) -> RunStatus:
     """The status of the run in ``run_dir``; a one-line error (FileNotFoundError) where the
     folder is not a run."""
