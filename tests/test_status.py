@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -84,8 +85,10 @@ def test_a_live_run_is_named_with_its_process(tmp_path: Path) -> None:
     try:
         (run / "RUNNING.json").write_text(json.dumps({"pid": sleeper.pid,
                                                       "host": socket.gethostname()}))
-        assert f"training (process {sleeper.pid}), iteration 3 of 100" in format_status(
-            read_status(run))
+        text = format_status(read_status(run))
+        assert f"training (process {sleeper.pid}), iteration 3 of 100" in text
+        # 97 iterations of 12 s to go (the last ten took 12 s): the clock 19.4 minutes from now
+        assert re.search(r"about 19\.4 minutes \(until about \d\d:\d\d\) for 97", text)
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,10 +163,11 @@ def format_status(status: RunStatus) -> str:
     to_go = status.minutes_to_go()
     if stop is not None:
         lines.append(f"  the time budget ends it first: about {stop[0]:.1f} minutes of training "
-                     f"left, near iteration {min(stop[1], status.iterations or stop[1])}; "
-                     "a larger --max-minutes on resume lets it finish")
+                     f"left{_clock(status, stop[0])}, near iteration "
+                     f"{min(stop[1], status.iterations or stop[1])}; a larger --max-minutes on "
+                     "resume lets it finish")
     elif to_go is not None and status.iterations is not None:
-        lines.append(f"  to go: about {to_go:.1f} minutes for "
+        lines.append(f"  to go: about {to_go:.1f} minutes{_clock(status, to_go)} for "
                      f"{status.iterations - status.iteration} iterations at that speed")
     if status.recent:
         shown = ", ".join(f"{RECENT_METRICS[k]} {v:.2f}" for k, v in status.recent.items())
@@ -179,6 +181,13 @@ def format_status(status: RunStatus) -> str:
         lines.append(f"  last validation: {name} {score:.4g} at iteration {at}")
     lines.append("  " + _evaluation_line(status))
     return "\n".join(lines)
+
+
+def _clock(status: RunStatus, minutes: float) -> str:
+    """`` (until about HH:MM)`` for a run training now: when it should end by the local clock."""
+    if status.live_pid is None:
+        return ""
+    return f" (until about {time.strftime('%H:%M', time.localtime(time.time() + 60 * minutes))})"
 
 
 def _evaluation_line(status: RunStatus) -> str:
