@@ -147,9 +147,9 @@ def compare_run(
                 "last_step": steps, "seed": seed}
     previous = _previous_results(out / "compare.json", protocol)
     params, payload = load_params(run_dir / "checkpoints" / "best.pt", config)
-    results = {method_name(config): {**evaluated(params), **protocol,
-                                     "checkpoint": str(run_dir),
-                                     "checkpoint_iteration": payload.get("iteration")}}
+    run_name = method_name(config)
+    results = {run_name: {**evaluated(params), **protocol, "checkpoint": str(run_dir),
+                          "checkpoint_iteration": payload.get("iteration")}}
     for name in baselines:
         if name == "pretrained":
             params, record = pretrained_params(config, run_dir / "baselines" / "pretrained",
@@ -177,7 +177,6 @@ def compare_run(
                                  **protocol, "timesteps": budget, "checkpoint": source}
     # a comparison adds to the one already there (same protocol), never shrinks it; the run
     # stays first, the method every other is measured against
-    run_name = method_name(config)
     results = {run_name: results[run_name],
                **{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)

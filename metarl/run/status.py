@@ -163,9 +163,8 @@ def format_status(status: RunStatus) -> str:
     to_go = status.minutes_to_go()
     if stop is not None:
         lines.append(f"  the time budget ends it first: about {stop[0]:.1f} minutes of training "
-                     f"left{_clock(status, stop[0])}, near iteration "
-                     f"{min(stop[1], status.iterations or stop[1])}; a larger --max-minutes on "
-                     "resume lets it finish")
+                     f"left{_clock(status, stop[0])}, near iteration {stop[1]}; a larger "
+                     "--max-minutes on resume lets it finish")
     elif to_go is not None and status.iterations is not None:
         lines.append(f"  to go: about {to_go:.1f} minutes{_clock(status, to_go)} for "
                      f"{status.iterations - status.iteration} iterations at that speed")
