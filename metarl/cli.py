@@ -115,6 +115,13 @@ def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=_count(0), default=1000, help="task and sampling seed (default: 1000)"
     )
+    parser.add_argument(
+        "--batch-unit",
+        choices=("episodes", "steps"),
+        help="RL runs: count each step's batch in episodes, or in steps (whole episodes until "
+        "EPISODES x horizon steps, the MAML paper's test protocol) (default: the run's "
+        "batch_unit)",
+    )
 
 
 def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
@@ -468,8 +475,9 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
     if is_fewshot_config(run_dir / "config.yaml"):
-        if args.episodes is not None:
-            raise ConfigError("--episodes applies to RL runs; a supervised run has no episodes")
+        for flag, value in (("--episodes", args.episodes), ("--batch-unit", args.batch_unit)):
+            if value is not None:
+                raise ConfigError(f"{flag} applies to RL runs; a supervised run has no episodes")
         if args.device is not None:
             raise ConfigError("--device applies to RL runs, not to a supervised few-shot run")
         from metarl.fewshot.evaluation import evaluate_run as evaluate_fewshot_run
@@ -492,6 +500,7 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         checkpoint=args.checkpoint,
         progress=not args.no_progress,
         device=args.device,
+        batch_unit=args.batch_unit,
     )
     return 0
 
@@ -567,6 +576,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         progress=not args.no_progress,
         baseline_inner_lr=args.baseline_inner_lr,
         device=args.device,
+        batch_unit=args.batch_unit,
     )
     return 0
 

@@ -63,6 +63,12 @@ class TrainConfig:
         iterations: number of outer (meta) updates.
         meta_batch_size: tasks sampled per outer update (N).
         episodes_per_task: episodes sampled per task, for support and again for query (B).
+        batch_unit: how a task's batch is counted: "episodes" (exactly ``episodes_per_task``
+            episodes; the evaluation ``eval_episodes``) or "steps" (whole episodes until the task
+            has ``episodes_per_task x horizon`` steps, ``eval_episodes x horizon`` in the
+            evaluation, as the MAML paper's samplers counted: a task whose episodes end early
+            gets more of them); see metarl.rl.step_budget. The two differ only where episodes
+            can end before the horizon.
         horizon: maximum steps per episode (T).
         hidden_sizes: widths of the policy's hidden layers; empty gives a linear policy.
         activation: hidden-layer nonlinearity, "tanh" or "relu".
@@ -162,6 +168,7 @@ class TrainConfig:
     iterations: int = 500
     meta_batch_size: int = 20
     episodes_per_task: int = 20
+    batch_unit: str = "episodes"
     horizon: int = 100
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
@@ -264,6 +271,7 @@ class TrainConfig:
         _require(self, "action_space", self.action_space in _ACTION_SPACES,
                  _one_of(_ACTION_SPACES))
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
+        _require(self, "batch_unit", self.batch_unit in _BATCH_UNITS, _one_of(_BATCH_UNITS))
         _require(self, "sampler", self.sampler in _SAMPLERS, _one_of(_SAMPLERS))
         _require(self, "device", self.device in DEVICES, _one_of(DEVICES))
         _require(self, "prox_lambda", self.prox_lambda > 0, "> 0")
@@ -303,6 +311,7 @@ RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval", "chec
 _ACTIVATIONS = ("tanh", "relu")
 _PHYSICS = ("peers", "maml")
 _ACTION_SPACES = ("env", "unit")  # metarl.envs.action_map.ACTION_SPACES
+_BATCH_UNITS = ("episodes", "steps")  # metarl.rl.step_budget.BATCH_UNITS
 _ESTIMATORS = ("maml", "lvc", "dice")
 _SAMPLERS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")  # metarl.rl.device resolves them

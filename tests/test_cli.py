@@ -201,9 +201,11 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
         "checkpoint": "last",
         "progress": True,
         "device": None,  # None: the run's device
+        "batch_unit": None,  # None: the run's batch_unit
     }
-    assert main(["eval", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["eval", str(tmp_path), "--device", "cpu", "--batch-unit", "steps"]) == 0
     assert fakes["eval"][1][1]["device"] == "cpu"
+    assert fakes["eval"][1][1]["batch_unit"] == "steps"
 
 
 def test_a_misspelt_preset_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:

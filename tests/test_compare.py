@@ -211,3 +211,28 @@ def test_a_pretrained_baseline_is_reused_when_only_the_runs_budget_changed(
     assert "max_minutes: 0.0\n" in config.read_text()
     config.write_text(config.read_text().replace("max_minutes: 0.0", "max_minutes: 90.0"))
     assert main(["compare", str(run), *common]) == 0
+
+
+def test_batch_unit_is_part_of_the_protocol_and_older_comparisons_counted_episodes(
+        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "navigation2d", "--run-dir", str(run), *TINY,
+                 "--batch-unit", "episodes"]) == 0
+    common = ["--baselines", "random", "--tasks", "2", "--steps", "1", "--episodes", "2",
+              "--no-progress"]
+    assert main(["compare", str(run), *common]) == 0
+    saved = run / "compare" / "compare.json"
+    result = json.loads(saved.read_text())
+    assert {row["batch_unit"] for row in result.values()} == {"episodes"}
+    # a comparison written before the key existed counted episodes: it still merges
+    for row in result.values():
+        del row["batch_unit"]
+    saved.write_text(json.dumps(result))
+    assert main(["compare", str(run), *common]) == 0
+    # counted in steps, the same tasks are another protocol: refused on one line, or elsewhere
+    assert main(["compare", str(run), *common, "--batch-unit", "steps"]) == 1
+    out = tmp_path / "steps"
+    assert main(["compare", str(run), *common, "--batch-unit", "steps", "--out", str(out)]) == 0
+    counted = json.loads((out / "compare.json").read_text())
+    assert {row["batch_unit"] for row in counted.values()} == {"steps"}
+    assert "whole episodes to 24 steps per task" in (out / "compare.md").read_text()

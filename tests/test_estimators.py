@@ -101,7 +101,7 @@ def _expected_derivatives(estimator: str, logits: torch.Tensor
     """E over trajectories (enumerated, weighted by their probabilities) of the gradient and
     Hessian of the per-episode surrogate -T * loss (T = 2 steps)."""
     policy = _TabularPolicy()
-    loss = inner_loss_for(policy, estimator, episodes_per_task=1)
+    loss = inner_loss_for(policy, estimator, horizon=2)
     pi = torch.softmax(logits.view(2, 2), dim=-1).detach()
     gradient = torch.zeros(4, dtype=torch.float64)
     hessian = torch.zeros(4, 4, dtype=torch.float64)
@@ -131,8 +131,8 @@ def test_dice_is_unbiased_for_gradient_and_hessian_of_the_expected_return() -> N
 
 
 def test_dice_needs_whole_episodes() -> None:
-    loss = inner_loss_for(_TabularPolicy(), "dice", episodes_per_task=3)
-    with pytest.raises(ValueError, match="episodes"):
+    loss = inner_loss_for(_TabularPolicy(), "dice", horizon=3)
+    with pytest.raises(ValueError, match="2 steps do not split into episodes of horizon 3"):
         loss({"logits": torch.zeros(2, 2, dtype=torch.float64)}, _episode(0, 1))
-    with pytest.raises(ValueError, match="episodes_per_task"):
+    with pytest.raises(ValueError, match="needs the horizon"):
         inner_loss_for(_TabularPolicy(), "dice")

@@ -275,6 +275,8 @@ def test_eval_options_that_do_not_apply(data: Path, tmp_path: Path,
     _one_error_line(capsys, "--steps does not apply to learner protonet")
     assert main(["eval", str(run), "--episodes", "3"]) == 1
     _one_error_line(capsys, "--episodes applies to RL runs")
+    assert main(["eval", str(run), "--batch-unit", "steps"]) == 1
+    _one_error_line(capsys, "--batch-unit applies to RL runs")
     (run / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
     assert main(["eval", str(run)]) == 1
     _one_error_line(capsys, "corrupt or unreadable")

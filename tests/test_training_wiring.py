@@ -367,7 +367,8 @@ def ref_lvc_loss(theta: Theta, obs: Tensor, actions: Tensor, adv: Tensor, mask: 
 def test_inner_loss_groups_several_episodes_per_task(estimator: str, reference: object) -> None:
     """The trainer's inner loss on time-major flattened episodes (3 per task, one cut short)
     has the value, gradient and Hessian of the estimator written episode by episode.
-    (Planted: DiCE built with the meta-batch size as its episode count.)"""
+    (Planted: DiCE built with the meta-batch size as its episode count; with the episodes per
+    task as its horizon.)"""
     config = tiny_config(estimator=estimator, episodes_per_task=3, meta_batch_size=2)
     g = torch.Generator().manual_seed(4)
     n, horizon, episodes = 1, 4, 3

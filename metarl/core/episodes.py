@@ -1,8 +1,11 @@
 """Episodes as time-major tensors with a validity mask, and the pure functions derived from them.
 
 Shapes: ``[N tasks, T time, B episodes, ...]``. ``mask[n, t, b]`` is 1 while
-episode ``b`` of task ``n`` is still running at step ``t`` and 0 after it terminated. Nothing here
-changes its inputs.
+episode ``b`` of task ``n`` is still running at step ``t`` and 0 after it terminated. A batch
+counted in steps (``metarl.rl.step_budget``) gives tasks different numbers of episodes: the places
+a task does not use are masked out at every step, so an episode is in the batch where its first
+step is valid (``episode_mask``), and means over episodes count only those. Nothing here changes
+its inputs.
 
 Environments that report success (Meta-World's ``info["success"]``) also fill ``success``: 1.0
 on the valid steps where the task's success criterion held; it is None for the others.
@@ -51,6 +54,23 @@ def concat_episodes(parts: Sequence[Episodes], dim: int) -> Episodes:
     )
 
 
+def pad_episodes(episodes: Episodes, width: int) -> Episodes:
+    """``episodes`` widened to ``width`` places per task with empty (all-zero, masked-out)
+    episodes: batches counted in steps are as wide as their widest task, so two of them are
+    joined along the task dimension at a common width."""
+    extra = width - episodes.mask.shape[2]
+    if extra < 0:
+        raise ValueError(f"cannot pad {episodes.mask.shape[2]} episodes to {width}")
+
+    def pad(x: Tensor | None) -> Tensor | None:
+        if x is None or extra == 0:
+            return x
+        shape = (*x.shape[:2], extra, *x.shape[3:])
+        return torch.cat([x, x.new_zeros(shape)], dim=2)
+
+    return Episodes._make(pad(x) for x in episodes)
+
+
 class StepBatch(NamedTuple):
     """Episodes flattened to ``[N, M = T*B]`` steps with their advantages: what losses consume.
 
@@ -85,9 +105,43 @@ def to_step_batch(episodes: Episodes, advantages: Tensor) -> StepBatch:
     )
 
 
+def compact_steps(batch: StepBatch) -> StepBatch:
+    """Each task's valid steps moved to the front (in order), the batch cut to the task with
+    the most: the same masked sums over far fewer places. A batch counted in steps is as wide
+    as its widest task (2D navigation: a goal one step from the start gives a task hundreds of
+    episodes), so without this most of it would be padding. Not for DiCE, which reads episodes
+    from the time-major layout."""
+    mask = batch.mask
+    width = max(1, int(mask.sum(dim=-1).max().item()))
+    order = torch.sort((mask <= 0).to(torch.uint8), dim=-1, stable=True).indices[..., :width]
+
+    def pick(x: Tensor) -> Tensor:
+        index = order.view(*order.shape, *([1] * (x.dim() - order.dim())))
+        return torch.gather(x, order.dim() - 1, index.expand(*order.shape, *x.shape[order.dim():]))
+
+    return StepBatch(pick(batch.observations), pick(batch.actions), pick(batch.advantages),
+                     pick(batch.mask))
+
+
 def episode_returns(episodes: Episodes) -> Tensor:
     """Undiscounted return of every episode, ``[N, B]``."""
     return (episodes.rewards * episodes.mask).sum(dim=1)
+
+
+def episode_mask(episodes: Episodes) -> Tensor:
+    """1.0 for every episode in the batch, 0.0 for a place a task does not use, ``[N, B]``."""
+    return episodes.mask[:, 0]
+
+
+def mean_over_episodes(values: Tensor, episodes: Episodes) -> Tensor:
+    """Each task's mean of a per-episode ``values [N, B]`` over its episodes, ``[N]``."""
+    return masked_mean(values, episode_mask(episodes))
+
+
+def mean_return(episodes: Episodes) -> float:
+    """Mean undiscounted return over every episode of every task."""
+    present = episode_mask(episodes)
+    return ((episode_returns(episodes) * present).sum() / present.sum()).item()
 
 
 def episode_success(episodes: Episodes) -> Tensor | None:
@@ -102,7 +156,10 @@ def episode_success(episodes: Episodes) -> Tensor | None:
 def success_rate(episodes: Episodes) -> float | None:
     """Fraction of all episodes that succeeded, or None if the environment reports no success."""
     success = episode_success(episodes)
-    return None if success is None else success.mean().item()
+    if success is None:
+        return None
+    present = episode_mask(episodes)
+    return ((success * present).sum() / present.sum()).item()
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:

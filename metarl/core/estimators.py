@@ -40,18 +40,18 @@ class StochasticPolicy(Protocol):
 
 
 def inner_loss_for(
-    policy: StochasticPolicy, estimator: str = "maml", episodes_per_task: int | None = None
+    policy: StochasticPolicy, estimator: str = "maml", horizon: int | None = None
 ) -> InnerLoss:
-    """The inner loss of ``estimator``; DiCE needs the episodes per task to find each episode's
-    steps in the time-major flattened batch."""
+    """The inner loss of ``estimator``; DiCE needs the horizon to find each episode's steps in
+    the time-major flattened batch."""
     if estimator == "maml":
         return reinforce_loss(policy)
     if estimator == "lvc":
         return lvc_loss(policy)
     if estimator == "dice":
-        if episodes_per_task is None:
-            raise ValueError("the dice estimator needs episodes_per_task")
-        return dice_loss(policy, episodes_per_task)
+        if horizon is None:
+            raise ValueError("the dice estimator needs the horizon")
+        return dice_loss(policy, horizon)
     raise ValueError(f"unknown estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
 
 
@@ -81,19 +81,21 @@ def _magic_box(x: Tensor) -> Tensor:
     return torch.exp(x - x.detach())
 
 
-def dice_loss(policy: StochasticPolicy, episodes_per_task: int) -> InnerLoss:
+def dice_loss(policy: StochasticPolicy, horizon: int) -> InnerLoss:
     """Loaded DiCE ``-mean_t (box(w_t) - box(w_{t-1})) A_t`` per task.
 
     Steps are time-major within a task (step ``t`` of episode ``b`` at ``t * B + b``), as
-    ``metarl.core.episodes.to_step_batch`` lays them out; masked steps add nothing to ``w``.
+    ``metarl.core.episodes.to_step_batch`` lays them out, so ``B`` is the steps over the
+    horizon (a batch counted in steps has as many places as its widest task); masked steps add
+    nothing to ``w``.
     """
 
     def loss(params: Params, batch: StepBatch) -> Tensor:
         log_prob = policy.log_prob(params, batch.observations, batch.actions) * batch.mask
         steps = log_prob.shape[-1]
-        if steps % episodes_per_task:
-            raise ValueError(f"{steps} steps do not split into {episodes_per_task} episodes")
-        by_time = log_prob.reshape(*log_prob.shape[:-1], -1, episodes_per_task)  # [.., T, B]
+        if steps % horizon:
+            raise ValueError(f"{steps} steps do not split into episodes of horizon {horizon}")
+        by_time = log_prob.reshape(*log_prob.shape[:-1], horizon, -1)  # [.., T, B]
         summed = by_time.cumsum(dim=-2)
         weights = _magic_box(summed) - _magic_box(summed - by_time)
         return -masked_mean(weights.reshape(log_prob.shape) * batch.advantages, batch.mask)

@@ -28,7 +28,7 @@ import torch
 from metarl.config import RESUMABLE_FIELDS, TrainConfig, load_config, resolve_threads
 from metarl.core.linalg import Params, params_to
 from metarl.rl.device import evaluation_device
-from metarl.rl.evaluation import evaluate_adaptation, summarize
+from metarl.rl.evaluation import batch_label, evaluate_adaptation, summarize, with_batch_unit
 from metarl.rl.policy import initial_params, load_params
 from metarl.rl.trainer import train
 from metarl.run.atomic_write import write_json, write_text
@@ -102,6 +102,7 @@ def compare_run(
     progress: bool = True,
     baseline_inner_lr: float | None = None,
     device: str | None = None,
+    batch_unit: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
     ``compare.json`` (``{method: {"steps", "mean", "ci95", the protocol, the checkpoint and the
@@ -112,7 +113,9 @@ def compare_run(
     steps take half), as the MAML paper fine-tuned its pretrained HalfCheetah policies with
     0.02 then 0.01 where MAML took 0.1 then 0.05; by default they take the run's.
     ``device`` is where every method is evaluated and the pretrained baseline trains:
-    by default the run's own (the CPU, with a note, where that is cuda and there is none)."""
+    by default the run's own (the CPU, with a note, where that is cuda and there is none).
+    ``batch_unit`` is how the evaluation counts ``episodes`` (``TrainConfig.batch_unit``;
+    default: the run's own); the pretrained baseline trains as the run did."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
@@ -136,7 +139,8 @@ def compare_run(
     def evaluated(params: Params, inner_lr: float | None = None) -> dict[str, Any]:
         """Adapted with ``inner_lr`` (then half of it) for the baselines that set their own;
         the run's step sizes otherwise."""
-        rates = config if inner_lr is None else dataclasses.replace(config, inner_lr=inner_lr)
+        counted = with_batch_unit(config, batch_unit)
+        rates = counted if inner_lr is None else dataclasses.replace(counted, inner_lr=inner_lr)
         outcome = evaluate_adaptation(rates, params_to(params, where), tasks, steps, episodes,
                                       seed, progress)
         mean, ci95 = summarize(outcome["returns"])
@@ -144,6 +148,7 @@ def compare_run(
                 "step_sizes": outcome["rates"], "per_task": outcome["returns"].T.tolist()}
 
     protocol = {"env_id": config.env_id, "tasks": tasks, "episodes_per_task": episodes,
+                "batch_unit": with_batch_unit(config, batch_unit).batch_unit,
                 "last_step": steps, "seed": seed}
     previous = _previous_results(out / "compare.json", protocol)
     params, payload = load_params(run_dir / "checkpoints" / "best.pt", config)
@@ -181,13 +186,18 @@ def compare_run(
                **{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", results)
-    table = format_markdown(results, config.env_id, tasks, episodes)
+    table = format_markdown(results, config.env_id, tasks, batch_label(
+        episodes, episodes * config.horizon if protocol["batch_unit"] == "steps" else None))
     write_text(out / "compare.md", table)
     plot_returns_vs_steps(out / "compare.png", results, dashed=("oracle",),
                           title=f"{config.env_id}: {tasks} held-out tasks")
     print(table)
     print(f"results: {out / 'compare.json'}, plot: {out / 'compare.png'}")
     return results
+
+
+# What a comparison written before a protocol key existed did: it counted episodes.
+UNRECORDED_PROTOCOL = {"batch_unit": "episodes"}
 
 
 def _previous_results(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
@@ -197,6 +207,8 @@ def _previous_results(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
         return {}
     previous: dict[str, Any] = json.loads(path.read_text())
     for row in previous.values():
+        for key, value in UNRECORDED_PROTOCOL.items():  # written before the key existed
+            row.setdefault(key, value)
         if any(k not in row for k in protocol):
             raise ValueError(f"{path.parent} holds a comparison whose settings were not "
                              "recorded (an older metarl); choose another --out or remove it")
@@ -214,9 +226,10 @@ def method_name(config: TrainConfig) -> str:
     return f"{config.learner.upper()}-{config.outer.upper()}{estimator}"
 
 
-def format_markdown(results: dict[str, Any], env_id: str, tasks: int, episodes: int) -> str:
+def format_markdown(results: dict[str, Any], env_id: str, tasks: int, counted: str) -> str:
+    """``counted``: what each task's batch holds (``metarl.rl.evaluation.batch_label``)."""
     steps = next(iter(results.values()))["steps"]
-    lines = [f"{env_id}: mean return over {tasks} held-out tasks ({episodes} episodes per task "
+    lines = [f"{env_id}: mean return over {tasks} held-out tasks ({counted} per task "
              "and step), 95% CI in brackets", "",
              "| method | " + " | ".join(f"step {s}" for s in steps) + " |",
              "|" + " --- |" * (len(steps) + 1)]

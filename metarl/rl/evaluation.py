@@ -15,6 +15,7 @@ eval`` puts them on the run's ``device`` (``metarl.rl.device.evaluation_device``
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,14 @@ from tqdm import tqdm
 from metarl.config import TrainConfig, load_config, resolve_threads
 from metarl.core.adaptation import per_task
 from metarl.core.confidence import ci95
-from metarl.core.episodes import episode_returns, episode_success
+from metarl.core.episodes import episode_returns, episode_success, mean_over_episodes
 from metarl.core.linalg import Params, params_to
 from metarl.envs import make_task_vector_env, sample_held_out_tasks
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.device import evaluation_device
 from metarl.rl.learners import build_learner
 from metarl.rl.policy import build_policy, load_params
-from metarl.rl.rollout import rollout
+from metarl.rl.step_budget import sample_batch
 from metarl.run.atomic_write import write_json
 from metarl.run.checkpoint import run_checkpoint
 from metarl.run.live import running_pid
@@ -71,12 +72,13 @@ def evaluate_adaptation(
     returns, successes, paths, adapted_per_step = [], [], [], [adapted]
     rates = step_learning_rates(config.inner_lr, steps)
     for step in tqdm(range(steps + 1), desc="evaluate", disable=not progress, unit="step"):
-        batch_episodes = rollout(env, policy, adapted, held_out, episodes, config.horizon,
-                                 generator, seed + step)
-        returns.append(episode_returns(batch_episodes).mean(dim=1).cpu().numpy())
+        batch_episodes = sample_batch(env, policy, adapted, held_out, episodes, config.horizon,
+                                      config.batch_unit, generator, seed + step)
+        returns.append(mean_over_episodes(episode_returns(batch_episodes), batch_episodes)
+                       .cpu().numpy())
         success = episode_success(batch_episodes)
         if success is not None:
-            successes.append(success.mean(dim=1).cpu().numpy())
+            successes.append(mean_over_episodes(success, batch_episodes).cpu().numpy())
         shown = min(PLOTTED_TASKS, tasks)
         valid = batch_episodes.mask[:shown, :, 0] > 0
         paths.append([batch_episodes.observations[i, valid[i], 0].cpu().numpy()
@@ -88,6 +90,16 @@ def evaluate_adaptation(
     return {"returns": np.stack(returns), "tasks": held_out, "paths": paths, "rates": rates,
             "adapted": adapted_per_step, "policy": policy,
             "success": np.stack(successes) if successes else None}
+
+
+def with_batch_unit(config: TrainConfig, batch_unit: str | None) -> TrainConfig:
+    """``config`` counting its batches in ``batch_unit`` (None: as it does)."""
+    return config if batch_unit is None else dataclasses.replace(config, batch_unit=batch_unit)
+
+
+def batch_label(episodes: int, steps: int | None) -> str:
+    """How many episodes a task's batch holds: ``episodes``, or whole episodes to ``steps``."""
+    return f"{episodes} episodes" if steps is None else f"whole episodes to {steps} steps"
 
 
 def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
@@ -114,6 +126,7 @@ def evaluate_run(
     checkpoint: str = "best",
     progress: bool = True,
     device: str | None = None,
+    batch_unit: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
     ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other. A
@@ -121,11 +134,12 @@ def evaluate_run(
     instead: its checkpoints may still change, and the result must not look final.
 
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields;
-    ``device`` to the run's own (the CPU, with a note, where that is cuda and there is none).
+    ``device`` to the run's own (the CPU, with a note, where that is cuda and there is none);
+    ``batch_unit`` (how ``episodes`` are counted, ``TrainConfig.batch_unit``) to the run's own.
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_checkpoint(run_dir, checkpoint)
-    config = load_config(run_dir / "config.yaml")
+    config = with_batch_unit(load_config(run_dir / "config.yaml"), batch_unit)
     tasks = config.eval_tasks if tasks is None else tasks
     steps = config.eval_steps if steps is None else steps
     episodes = config.eval_episodes if episodes is None else episodes
@@ -148,6 +162,8 @@ def evaluate_run(
         "gain_ci95": gain_ci95,
         "tasks": tasks,
         "episodes_per_task": episodes,
+        "batch_unit": config.batch_unit,
+        "steps_per_task": (episodes * config.horizon if config.batch_unit == "steps" else None),
         "step_sizes": outcome["rates"],
         "seed": seed,
         "env_id": config.env_id,
@@ -190,9 +206,10 @@ def _checkpoint_label(result: dict[str, Any]) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
+    per_step = batch_label(result["episodes_per_task"], result.get("steps_per_task"))
     lines = [
-        f"{result['env_id']}: {result['tasks']} held-out tasks, {result['episodes_per_task']} "
-        f"episodes per step, checkpoint {result['checkpoint']} "
+        f"{result['env_id']}: {result['tasks']} held-out tasks, {per_step} per step, "
+        f"checkpoint {result['checkpoint']} "
         f"({_checkpoint_label(result)})",
         f"{'steps':>5}  {'return':>10}  {'95% CI':>8}"
         + (f"  {'gain':>10}  {'paired CI':>9}" if "gain" in result else "")

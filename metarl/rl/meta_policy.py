@@ -35,7 +35,7 @@ from metarl.rl.device import resolve_device
 from metarl.rl.evaluation import step_learning_rates
 from metarl.rl.learners import build_learner
 from metarl.rl.policy import PolicyModule, config_policy, load_params
-from metarl.rl.rollout import rollout
+from metarl.rl.step_budget import sample_batch
 
 
 @dataclass
@@ -63,7 +63,8 @@ class MetaPolicy:
     def adapt(self, task: Task, steps: int = 1, episodes: int | None = None,
               seed: int = 0) -> Params:
         """The parameters after ``steps`` test-time steps on ``task``, each on ``episodes``
-        fresh episodes (default: the run's ``eval_episodes``) sampled with the current ones."""
+        fresh episodes (default: the run's ``eval_episodes``; with ``batch_unit: steps``, whole
+        episodes until that many horizons of steps) sampled with the current ones."""
         c = self.config
         episodes = c.eval_episodes if episodes is None else episodes
         env = make_task_vector_env(c.env_id, episodes, c.physics, action_space=c.action_space)
@@ -72,8 +73,8 @@ class MetaPolicy:
         adapted = per_task({k: v.detach() for k, v in self.params.items()}, 1)
         try:
             for step, rate in enumerate(step_learning_rates(c.inner_lr, steps)):
-                sampled = rollout(env, self.policy, adapted, [task], episodes, c.horizon,
-                                  generator, seed + step)
+                sampled = sample_batch(env, self.policy, adapted, [task], episodes, c.horizon,
+                                       c.batch_unit, generator, seed + step)
                 adapted = learner.adapt_at_test(adapted, advantages_batch(sampled, c), rate)
         finally:
             env.close()

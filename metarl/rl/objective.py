@@ -23,7 +23,7 @@ class MetaObjective:
 
     @classmethod
     def for_config(cls, config: TrainConfig, policy: Policy) -> MetaObjective:
-        inner = inner_loss_for(policy, config.estimator, config.episodes_per_task)
+        inner = inner_loss_for(policy, config.estimator, config.horizon)
         return cls(config, policy, inner, surrogate_loss(policy))
 
     def loss_and_kl(self, params: Params, batch: MetaBatch) -> tuple[Tensor, Tensor]:

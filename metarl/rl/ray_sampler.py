@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from metarl.config import ConfigError, TrainConfig
-from metarl.core.episodes import Episodes
+from metarl.core.episodes import Episodes, pad_episodes
 from metarl.core.linalg import Params
 from metarl.envs import Task, TaskVectorEnv, make_task_vector_env
 from metarl.rl.learners import build_learner
@@ -105,9 +105,12 @@ def join_shards(parts: Sequence[SampledEpisodes]) -> SampledEpisodes:
 
 
 def _join_episodes(parts: list[Episodes]) -> Episodes:
+    # batches counted in steps are as wide as their widest task: join at the widest shard's
+    width = max(p.mask.shape[2] for p in parts)
+    padded = [pad_episodes(p, width) for p in parts]
     # an optional field (Meta-World's success) is None in every shard or in none
     return Episodes._make(None if values[0] is None else torch.cat(list(values))
-                          for values in zip(*parts))
+                          for values in zip(*padded))
 
 
 class ShardSampler:

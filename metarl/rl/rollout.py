@@ -2,9 +2,9 @@
 
 All ``N * B`` sub-environments of a ``TaskVectorEnv`` advance together, one batched policy
 forward pass per time step; there are no worker processes or queues to hang. Episodes that
-terminate early stay in the batch with their later steps masked out (and a simulator that can,
-``TaskVectorEnv.step_alive``, stops simulating them). An environment whose step
-info holds ``success`` (Meta-World) also fills ``Episodes.success``.
+terminate early stay in the batch with their later steps masked out and zero (and a simulator
+that can, ``TaskVectorEnv.step_alive``, stops simulating them). An environment whose step info
+holds ``success`` (Meta-World) also fills ``Episodes.success``.
 
 With ``task_seeds`` the randomness of a rollout is per task: each task's seed alone fixes its
 sub-environments' reset states and its action noise, so a task's episodes do not depend on which
@@ -108,6 +108,10 @@ def rollout(
             alive &= ~(terminated | truncated)
             if not alive.any():
                 break
+    # a finished episode's later places hold zeros, whatever its copy did after the end: a
+    # task's batch then does not depend on whether other tasks kept the rollout going
+    observations *= mask.unsqueeze(-1)
+    actions *= mask.unsqueeze(-1)
     return Episodes(observations, actions, rewards, mask, success).to(device)
 
 

@@ -21,7 +21,7 @@ from metarl.core.linalg import Params, params_to
 from metarl.envs import Task, TaskVectorEnv
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.learners.base import Learner
-from metarl.rl.rollout import rollout
+from metarl.rl.step_budget import sample_batch
 
 
 class SampledEpisodes(NamedTuple):
@@ -67,14 +67,14 @@ def sample_episodes(
     supports: list[Episodes] = []
     batches: list[StepBatch] = []
     for s in range(rollouts):
-        episodes = rollout(env, policy, adapted, tasks, c.episodes_per_task, c.horizon,
-                           task_seeds=seeds[s])
+        episodes = sample_batch(env, policy, adapted, tasks, c.episodes_per_task, c.horizon,
+                                c.batch_unit, task_seeds=seeds[s])
         check_episodes(episodes, f"support step {s}")
         supports.append(episodes)
         if learner.adapts:
             batches.append(advantages_batch(episodes, c))
             adapted = learner.adapt_for_sampling(params, adapted, batches[-1])
-    query = rollout(env, policy, adapted, tasks, c.episodes_per_task, c.horizon,
-                    task_seeds=seeds[-1])
+    query = sample_batch(env, policy, adapted, tasks, c.episodes_per_task, c.horizon,
+                         c.batch_unit, task_seeds=seeds[-1])
     check_episodes(query, "query")
     return SampledEpisodes(supports, query, adapted, batches)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from metarl.config import TrainConfig
 from metarl.core.adaptation import adapt_step
-from metarl.core.episodes import Episodes, StepBatch, episode_returns, success_rate
+from metarl.core.episodes import Episodes, StepBatch, mean_return, success_rate
 from metarl.core.estimators import reinforce_loss
 from metarl.core.linalg import Params
 from metarl.core.maml import MetaBatch, QueryBatch
@@ -90,8 +90,7 @@ class Learner:
 def return_metrics(support: Episodes, query: Episodes) -> dict[str, float]:
     """Mean returns of the first support step and of the query episodes, and their success
     rates where the environment reports success (Meta-World)."""
-    metrics = {"support/return": episode_returns(support).mean().item(),
-               "query/return": episode_returns(query).mean().item()}
+    metrics = {"support/return": mean_return(support), "query/return": mean_return(query)}
     rates = {"support/success_rate": success_rate(support),
              "query/success_rate": success_rate(query)}
     metrics.update({key: rate for key, rate in rates.items() if rate is not None})
