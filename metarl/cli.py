@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import os
 import signal
 import sys
 import threading
@@ -702,6 +703,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # a run's says where it stopped and how to resume
         _report(str(interrupt) or "interrupted")
         return 130
+    except BrokenPipeError:  # the reader left (`metarl status runs/ | head`): nothing to report
+        # Python would complain again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command cut off by a closed pipe
     except (ValueError, OSError, yaml.YAMLError) as error:
         # ConfigError is a ValueError and FileNotFoundError an OSError.
         _report(str(error) or type(error).__name__)

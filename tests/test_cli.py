@@ -7,6 +7,7 @@ what the command passes to them and how it reports bad input.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -294,3 +295,14 @@ def test_presets_prints_a_resolved_config(capsys: pytest.CaptureFixture[str]) ->
     assert printed == expected and printed["iterations"] == 7
     assert main(["presets", "autometa_smoke", "--max-blocks", "1"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["max_blocks"] == 1
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`metarl presets | head -1`: the pipe closes before metarl writes; it exits quietly with
+    the shell's code for a command cut off by a closed pipe (128 + SIGPIPE)."""
+    process = subprocess.Popen([sys.executable, "-m", "metarl", "presets"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # long before the interpreter has imported metarl
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
