@@ -13,8 +13,9 @@ second and third navigation steps score worse than the paper's protocol would gi
 per task (the lockstep rollout of ``metarl.rl.rollout``) until every task has at least its budget
 of steps; each task then keeps, in the order drawn, every episode that started while its count
 was below the budget (rllab's test sampler: whole episodes, the last one finished). A task's
-kept episodes depend on its own seeds only, so sharded sampling (Ray) still gives the local
-episodes.
+kept episodes depend on its own seeds and parameters only, so sharded sampling (Ray) gives the
+local episodes for the same parameters; the adaptation between rollouts sums over a shard's own
+width, so the adapted parameters may differ from the local ones in the last bits.
 
 The training sampler of the paper's code ran one environment per task in lockstep until the
 meta-batch's completed steps reached the total, and dropped the episodes still running; here
