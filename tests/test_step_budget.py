@@ -182,16 +182,17 @@ def test_dice_reads_a_batch_counted_in_steps_in_its_time_major_layout() -> None:
     """DiCE finds episodes from the horizon, so the batch stays unpacked; its first derivative
     is the policy gradient's."""
     env = Navigation2DVectorEnv(2 * 3)
-    config = dataclasses.replace(CONFIG, estimator="dice", init_log_std=0.0)
+    config = dataclasses.replace(CONFIG, estimator="dice")
     policy = build_policy(config, env)
-    params = initial_params(config)
+    params = straight_params()
     batch = sample_batch(env, policy, params, [NEAR, FAR], 3, 10, "steps",
                          torch.Generator().manual_seed(3), 3)
+    assert batch.mask.shape[2] == 30  # the near goal's one-step episodes: packing would shrink it
     steps = advantages_batch(batch, config)
-    assert steps.mask.shape == (2, 10 * batch.mask.shape[2])
+    assert steps.mask.shape == (2, 10 * 30)
     dice = inner_loss_for(policy, "dice", config.horizon)
     plain = inner_loss_for(policy)
     leaves = {k: v.requires_grad_() for k, v in params.items()}
     got = torch.autograd.grad(dice(leaves, steps).sum(), list(leaves.values()))
     want = torch.autograd.grad(plain(leaves, steps).sum(), list(leaves.values()))
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(got, want))

@@ -28,7 +28,13 @@ import torch
 from metarl.config import RESUMABLE_FIELDS, TrainConfig, load_config, resolve_threads
 from metarl.core.linalg import Params, params_to
 from metarl.rl.device import evaluation_device
-from metarl.rl.evaluation import batch_label, evaluate_adaptation, summarize, with_batch_unit
+from metarl.rl.evaluation import (
+    batch_label,
+    evaluate_adaptation,
+    steps_per_task,
+    summarize,
+    with_batch_unit,
+)
 from metarl.rl.policy import initial_params, load_params
 from metarl.rl.trainer import train
 from metarl.run.atomic_write import write_json, write_text
@@ -136,10 +142,11 @@ def compare_run(
     where = evaluation_device(config.device, device)
     config = dataclasses.replace(config, device=where.type)  # the pretrained baseline's too
 
+    counted = with_batch_unit(config, batch_unit)  # how the evaluation counts its batches
+
     def evaluated(params: Params, inner_lr: float | None = None) -> dict[str, Any]:
         """Adapted with ``inner_lr`` (then half of it) for the baselines that set their own;
         the run's step sizes otherwise."""
-        counted = with_batch_unit(config, batch_unit)
         rates = counted if inner_lr is None else dataclasses.replace(counted, inner_lr=inner_lr)
         outcome = evaluate_adaptation(rates, params_to(params, where), tasks, steps, episodes,
                                       seed, progress)
@@ -148,7 +155,7 @@ def compare_run(
                 "step_sizes": outcome["rates"], "per_task": outcome["returns"].T.tolist()}
 
     protocol = {"env_id": config.env_id, "tasks": tasks, "episodes_per_task": episodes,
-                "batch_unit": with_batch_unit(config, batch_unit).batch_unit,
+                "batch_unit": counted.batch_unit,
                 "last_step": steps, "seed": seed}
     previous = _previous_results(out / "compare.json", protocol)
     params, payload = load_params(run_dir / "checkpoints" / "best.pt", config)
@@ -186,8 +193,8 @@ def compare_run(
                **{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", results)
-    table = format_markdown(results, config.env_id, tasks, batch_label(
-        episodes, episodes * config.horizon if protocol["batch_unit"] == "steps" else None))
+    table = format_markdown(results, config.env_id, tasks,
+                            batch_label(episodes, steps_per_task(counted, episodes)))
     write_text(out / "compare.md", table)
     plot_returns_vs_steps(out / "compare.png", results, dashed=("oracle",),
                           title=f"{config.env_id}: {tasks} held-out tasks")

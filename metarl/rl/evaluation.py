@@ -97,6 +97,11 @@ def with_batch_unit(config: TrainConfig, batch_unit: str | None) -> TrainConfig:
     return config if batch_unit is None else dataclasses.replace(config, batch_unit=batch_unit)
 
 
+def steps_per_task(config: TrainConfig, episodes: int) -> int | None:
+    """A task's step budget per step when ``config`` counts in steps; None when in episodes."""
+    return episodes * config.horizon if config.batch_unit == "steps" else None
+
+
 def batch_label(episodes: int, steps: int | None) -> str:
     """How many episodes a task's batch holds: ``episodes``, or whole episodes to ``steps``."""
     return f"{episodes} episodes" if steps is None else f"whole episodes to {steps} steps"
@@ -163,7 +168,7 @@ def evaluate_run(
         "tasks": tasks,
         "episodes_per_task": episodes,
         "batch_unit": config.batch_unit,
-        "steps_per_task": (episodes * config.horizon if config.batch_unit == "steps" else None),
+        "steps_per_task": steps_per_task(config, episodes),
         "step_sizes": outcome["rates"],
         "seed": seed,
         "env_id": config.env_id,
