@@ -4,6 +4,8 @@ import torch
 from metarl.core.adaptation import per_task
 from metarl.core.episodes import StepBatch
 from metarl.core.estimators import reinforce_loss
+from metarl.core.gaussian_mlp_hessian import gaussian_mlp_reinforce_hessian
+from metarl.core.inner_hessian import InnerHessianBuilder
 from metarl.core.linalg import (
     batched_conjugate_gradient,
     conjugate_gradient,
@@ -126,7 +128,13 @@ def _adapted(policy: GaussianMLPPolicy, params: dict[str, torch.Tensor], support
     return adapt(reinforce_loss(policy), per_task(params, n), [support], 0.5)
 
 
-def test_fisher_vector_product_equals_hessian_of_mean_kl_through_adaptation() -> None:
+# the inner Hessian by autograd (the default) or written out for the Gaussian MLP
+BUILDERS = [None, gaussian_mlp_reinforce_hessian("tanh")]
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=["autograd", "hand"])
+def test_fisher_vector_product_equals_hessian_of_mean_kl_through_adaptation(
+        builder: InnerHessianBuilder | None) -> None:
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(2, 2, (3,), init_log_std=-0.3).double()
     params = policy.initial_params()
@@ -140,7 +148,7 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl_through_adaptation() ->
     hessian = torch.autograd.functional.hessian(mean_kl, theta)
     for first_order in (False, True):
         product = fisher_vector_product(policy, reinforce_loss(policy), params, batch, 0.5,
-                                        first_order=first_order)
+                                        first_order=first_order, inner_hessian=builder)
         explicit = torch.stack([product(e) for e in torch.eye(theta.numel(), dtype=theta.dtype)])
         if first_order:
             # FOMAML treats d phi / d theta as the identity: the KL Hessian at phi itself
@@ -149,7 +157,9 @@ def test_fisher_vector_product_equals_hessian_of_mean_kl_through_adaptation() ->
             assert torch.allclose(explicit, hessian, atol=1e-9)
 
 
-def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_steps() -> None:
+@pytest.mark.parametrize("builder", BUILDERS, ids=["autograd", "hand"])
+def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_steps(
+        builder: InnerHessianBuilder | None) -> None:
     """TRPO's curvature batch keeps every support step and a subsample of the query: the
     product equals the explicit Hessian of the mean KL on that subsample, through two inner
     steps adapted on all the support data."""
@@ -181,7 +191,7 @@ def test_fisher_vector_product_is_exact_on_a_query_subsample_after_two_inner_ste
 
     hessian = torch.autograd.functional.hessian(mean_kl, flatten(params))
     product = fisher_vector_product(policy, reinforce_loss(policy), params, curvature_batch, 0.3,
-                                    damping=0.01)
+                                    damping=0.01, inner_hessian=builder)
     explicit = torch.stack([product(e) for e in torch.eye(hessian.shape[0], dtype=torch.float64)])
     expected = hessian + 0.01 * torch.eye(hessian.shape[0], dtype=torch.float64)
     assert torch.allclose(explicit, expected, rtol=1e-9, atol=1e-9 * hessian.abs().max())

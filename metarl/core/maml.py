@@ -25,6 +25,11 @@ from torch import Tensor
 from metarl.core.adaptation import adapt, per_task, select_tasks, task_count
 from metarl.core.distributions import DistParams, Policy
 from metarl.core.episodes import StepBatch, masked_mean
+from metarl.core.inner_hessian import (
+    InnerHessianBuilder,
+    InnerStepHessian,
+    autograd_inner_hessian,
+)
 from metarl.core.linalg import (
     Params,
     detached_leaves,
@@ -230,6 +235,7 @@ def fisher_vector_product(
     inner_lr: float,
     first_order: bool = False,
     damping: float = 0.0,
+    inner_hessian: InnerHessianBuilder | None = None,
 ) -> Callable[[Tensor], Tensor]:
     """``v -> (F + damping I) v`` with F the Hessian in theta of the mean KL(old || phi(theta))
     over the query steps of ``batch``, evaluated at ``params``.
@@ -244,18 +250,18 @@ def fisher_vector_product(
 
     Each inner step s contributes ``P_s = I - lr H_s``, H_s the Hessian of the inner loss on
     all of step s's support data at the parameters before that step; ``P_s`` is symmetric and
-    applied as a Hessian-vector product through a gradient graph built once here and reused by
-    every product. First-order adaptation has ``P = I``.
+    applied as a Hessian-vector product of ``inner_hessian`` (by default autograd's, through a
+    gradient graph built once here and reused by every product; ``metarl.core.inner_hessian``).
+    It must be the Hessian of ``inner_loss``. First-order adaptation has ``P = I``.
     """
+    build = inner_hessian or autograd_inner_hessian(inner_loss)
     n = batch.query.old_log_prob.shape[0]
     current = {k: v.detach().unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
-    inner_graphs: list[tuple[list[Tensor], tuple[Tensor, ...]]] = []
+    inner_steps: list[InnerStepHessian] = []
     for support in batch.supports:
-        leaves = detached_leaves(current)
-        grads = torch.autograd.grad(inner_loss(leaves, support).sum(), list(leaves.values()),
-                                    create_graph=not first_order)
-        inner_graphs.append((list(leaves.values()), grads))
-        current = {k: leaves[k].detach() - inner_lr * g.detach() for k, g in zip(leaves, grads)}
+        step = build(current, support, not first_order)
+        inner_steps.append(step)
+        current = {k: v - inner_lr * g for (k, v), g in zip(current.items(), step.gradient)}
     adapted = detached_leaves(current)
     steps = batch.query.steps
     dist = policy.distribution_params(adapted, steps.observations)
@@ -269,19 +275,16 @@ def fisher_vector_product(
                                                curvature=curvature)
     shapes = [v.shape for v in adapted.values()]
 
-    def through_inner_step(graph: tuple[list[Tensor], tuple[Tensor, ...]],
-                           vectors: list[Tensor]) -> list[Tensor]:
+    def through_inner_step(step: InnerStepHessian, vectors: list[Tensor]) -> list[Tensor]:
         """``(I - lr H_s) v`` for every task's own vector."""
-        leaves, grads = graph
-        hessian_v = torch.autograd.grad(grads, leaves, grad_outputs=vectors, retain_graph=True)
-        return [v - inner_lr * h for v, h in zip(vectors, hessian_v)]
+        return [v - inner_lr * h for v, h in zip(vectors, step.product(vectors))]
 
     def product(vector: Tensor) -> Tensor:
         per_task_v = [piece.unsqueeze(0).expand(shape) for piece, shape
                       in zip(unflatten(vector, params).values(), shapes)]
         if not first_order:
-            for graph in inner_graphs:
-                per_task_v = through_inner_step(graph, per_task_v)
+            for step in inner_steps:
+                per_task_v = through_inner_step(step, per_task_v)
         flat_gn = gauss_newton(torch.cat([v.reshape(-1) for v in per_task_v]))
         pieces, offset = [], 0
         for shape in shapes:
@@ -289,8 +292,8 @@ def fisher_vector_product(
             pieces.append(flat_gn[offset: offset + size].view(shape))
             offset += size
         if not first_order:
-            for graph in reversed(inner_graphs):
-                pieces = through_inner_step(graph, pieces)
+            for step in reversed(inner_steps):
+                pieces = through_inner_step(step, pieces)
         return torch.cat([p.sum(0).reshape(-1) for p in pieces]) + damping * vector
 
     return product

@@ -49,7 +49,7 @@ class TrpoOuterStep(OuterStep):
                                               c.fvp_task_fraction)
         fisher = fisher_vector_product(
             o.policy, o.inner_loss, state.params, curvature_batch, c.inner_lr,
-            c.first_order_meta_gradient, c.cg_damping,
+            c.first_order_meta_gradient, c.cg_damping, o.inner_hessian,
         )
         trust_region: LossAndKl = loss_and_kl
         if c.trpo_pre_update_kl and batch.supports:  # the pretrained baseline has none

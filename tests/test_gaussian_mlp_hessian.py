@@ -1,0 +1,110 @@
+"""The hand-written gradient and Hessian-vector products of a Gaussian MLP's REINFORCE loss
+against autograd's, in float64, and the objective's choice between them."""
+
+import pytest
+import torch
+
+from metarl.config import TrainConfig
+from metarl.core.categorical import CategoricalMLPPolicy
+from metarl.core.episodes import StepBatch
+from metarl.core.estimators import inner_loss_for, reinforce_loss
+from metarl.core.gaussian_mlp_hessian import gaussian_mlp_reinforce_hessian
+from metarl.core.inner_hessian import autograd_inner_hessian
+from metarl.core.policies import GaussianMLPPolicy
+from metarl.rl.objective import MetaObjective
+
+N, M, OBS, ACT = 3, 9, 3, 2
+
+
+def _per_task_params(policy: GaussianMLPPolicy, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.unsqueeze(0) + 0.3 * torch.randn(N, *v.shape, generator=g, dtype=v.dtype)
+            for k, v in policy.initial_params().items()}
+
+
+def _support(seed: int) -> StepBatch:
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(N, M, generator=g) > 0.3).double()
+    mask[-1] = 0.0  # a task without a valid step has zero gradient and Hessian
+    return StepBatch(torch.randn(N, M, OBS, generator=g, dtype=torch.float64),
+                     torch.randn(N, M, ACT, generator=g, dtype=torch.float64),
+                     torch.randn(N, M, generator=g, dtype=torch.float64), mask)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("hidden", [(4,), (5, 4)])
+def test_gradient_and_hessian_products_equal_autograds(activation: str,
+                                                       hidden: tuple[int, ...]) -> None:
+    policy = GaussianMLPPolicy(OBS, ACT, hidden, activation, init_log_std=-0.4).double()
+    params, support = _per_task_params(policy, 0), _support(1)
+    expected = autograd_inner_hessian(reinforce_loss(policy))(params, support, True)
+    hand = gaussian_mlp_reinforce_hessian(activation)(params, support, True)
+    for a, b in zip(expected.gradient, hand.gradient):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    g = torch.Generator().manual_seed(2)
+    vectors = [torch.randn(v.shape, generator=g, dtype=torch.float64) for v in params.values()]
+    products = list(zip(expected.product(vectors), hand.product(vectors)))
+    for a, b in products:
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    # the products are not trivially zero, and the empty task's are
+    assert all(a[:-1].abs().max() > 1e-3 for a, _ in products)
+    assert all(b[-1].abs().max() == 0 for _, b in products)
+
+
+def test_hessian_is_the_derivative_of_the_gradient() -> None:
+    """Independent of autograd's double backward: H v equals the central difference of the
+    hand-written gradient along v."""
+    policy = GaussianMLPPolicy(OBS, ACT, (5, 4), "tanh", init_log_std=0.2).double()
+    params, support = _per_task_params(policy, 3), _support(4)
+    build = gaussian_mlp_reinforce_hessian("tanh")
+    g = torch.Generator().manual_seed(5)
+    vectors = [torch.randn(v.shape, generator=g, dtype=torch.float64) for v in params.values()]
+    eps = 1e-6
+
+    def gradient_at(sign: float) -> list[torch.Tensor]:
+        moved = {k: p + sign * eps * v for (k, p), v in zip(params.items(), vectors)}
+        return build(moved, support, False).gradient
+
+    differences = [(a - b) / (2 * eps) for a, b in zip(gradient_at(1.0), gradient_at(-1.0))]
+    for h, d in zip(build(params, support, True).product(vectors), differences):
+        assert torch.allclose(h, d, rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_activation_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        gaussian_mlp_reinforce_hessian("gelu")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_objective_uses_the_policys_own_activation(activation: str) -> None:
+    """The run's builder gives autograd's products for the run's policy: it fails if the
+    objective handed the builder another activation than the policy's."""
+    config = TrainConfig(hidden_sizes=(5, 4), activation=activation)
+    policy = GaussianMLPPolicy(OBS, ACT, (5, 4), activation).double()
+    objective = MetaObjective.for_config(config, policy)
+    params, support = _per_task_params(policy, 6), _support(7)
+    vectors = [torch.ones_like(v) for v in params.values()]
+    run = objective.inner_hessian(params, support, True).product(vectors)
+    expected = autograd_inner_hessian(objective.inner_loss)(params, support, True).product(vectors)
+    for a, b in zip(run, expected):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", ["lvc", "dice"])
+def test_other_estimators_keep_autograds_products(estimator: str) -> None:
+    """The hand-written Hessian is the "maml" loss's: LVC's and DiCE's differ from it."""
+    config = TrainConfig(hidden_sizes=(4,), estimator=estimator, horizon=M)
+    policy = GaussianMLPPolicy(OBS, ACT, (4,)).double()
+    objective = MetaObjective.for_config(config, policy)
+    params, support = _per_task_params(policy, 8), _support(9)
+    vectors = [torch.ones_like(v) for v in params.values()]
+    run = objective.inner_hessian(params, support, True).product(vectors)
+    own = autograd_inner_hessian(inner_loss_for(policy, estimator, M))(params, support, True)
+    for a, b in zip(run, own.product(vectors)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_categorical_policies_keep_autograds_products() -> None:
+    policy = CategoricalMLPPolicy(OBS, 4, (5,))
+    objective = MetaObjective.for_config(TrainConfig(hidden_sizes=(5,)), policy)
+    assert "autograd" in objective.inner_hessian.__qualname__
