@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from metarl.core.adam import adam_init, adam_step
@@ -46,6 +47,32 @@ def test_trpo_backtracks_until_the_measured_kl_is_within_bound() -> None:
     assert result.kl <= 0.01
     _, kl_of_result = loss_and_kl(result.params)
     assert kl_of_result.item() <= 0.01
+
+
+def test_trpo_step_reaches_the_bound_when_cg_stops_early() -> None:
+    """With CG stopped before it converges, the step x (CG's iterate) is still scaled to
+    0.5 x^T F x = max_kl: the curvature read from CG's residual is that of x itself."""
+    g = torch.Generator().manual_seed(0)
+    root = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    fisher = root @ root.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    gradient = torch.randn(6, generator=g, dtype=torch.float64)
+    products = []
+
+    def product(v: torch.Tensor) -> torch.Tensor:
+        products.append(v)
+        return fisher @ v
+
+    def linear(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        d = params["w"]
+        return gradient @ d, torch.zeros((), dtype=torch.float64)
+
+    start = {"w": torch.zeros(6, dtype=torch.float64)}
+    result = trpo_step(start, gradient, 0.0, product, linear, max_kl=0.01, cg_iters=2)
+    step = result.params["w"]
+    assert result.accepted and result.line_search_steps == 1
+    assert result.cg_residual > 1e-3  # CG did stop early
+    assert float(0.5 * step @ fisher @ step) == pytest.approx(0.01, rel=1e-10)
+    assert len(products) == 2  # CG's two products, none more
 
 
 def test_failed_line_search_returns_the_original_parameters() -> None:

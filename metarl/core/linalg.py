@@ -55,12 +55,14 @@ class BatchedCGResult(NamedTuple):
     solution: Tensor  # [N, P]
     iterations: Tensor  # [N] CG iterations each system used
     residual_norm: Tensor  # [N] final |b - A x|
+    residual: Tensor  # [N, P] b - A x, as CG's recurrence carries it
 
 
 class CGResult(NamedTuple):
     solution: Tensor
     iterations: int
     residual_norm: float
+    residual: Tensor  # b - A x: x^T A x = x^T (b - residual) without another product
 
 
 def batched_conjugate_gradient(
@@ -113,7 +115,7 @@ def batched_conjugate_gradient(
         p = r + beta.unsqueeze(1) * p
         rr = rr_next
         iterations += active.long()
-    return BatchedCGResult(x, iterations, rr.sqrt())
+    return BatchedCGResult(x, iterations, rr.sqrt(), r)
 
 
 def _row_dots(u: Tensor, v: Tensor) -> Tensor:
@@ -134,7 +136,7 @@ def conjugate_gradient(
     result = batched_conjugate_gradient(lambda v: matvec(v[0]).unsqueeze(0), b.unsqueeze(0),
                                         iters, tol)
     return CGResult(result.solution[0], int(result.iterations[0]),
-                    float(result.residual_norm[0]))
+                    float(result.residual_norm[0]), result.residual[0])
 
 
 def gauss_newton_vector_product(

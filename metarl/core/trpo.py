@@ -40,13 +40,16 @@ def trpo_step(
     """One trust-region step (Schulman et al. 2015, arXiv:1502.05477, Appendix C).
 
     Solves ``F x = -g`` by conjugate gradient, scales x to the trust-region boundary
-    ``0.5 x^T F x = max_kl``, then backtracks by ``ls_backtrack`` until the loss improves and
+    ``0.5 x^T F x = max_kl`` (``x^T F x`` from CG's residual, so only CG calls
+    ``fisher_product``), then backtracks by ``ls_backtrack`` until the loss improves and
     the measured KL is within ``max_kl``. If no step is accepted the original parameters are
     returned unchanged.
     """
     cg = conjugate_gradient(fisher_product, -gradient, iters=cg_iters)
     direction = cg.solution
-    curvature = 0.5 * torch.dot(direction, fisher_product(direction)).item()
+    # x^T F x = x^T (b - r), b = -g and r = b - F x CG's residual: no further Fisher product.
+    # (x^T r is 0 in exact arithmetic, but not where CG fell back to x = b.)
+    curvature = 0.5 * torch.dot(direction, -gradient - cg.residual).item()
     if not math.isfinite(curvature) or curvature <= 0:
         return TRPOResult(params, False, loss_before, loss_before, 0.0, 0, cg.residual_norm)
     full_step = unflatten(direction * math.sqrt(max_kl / curvature), params)
