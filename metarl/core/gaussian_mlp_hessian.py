@@ -72,7 +72,9 @@ def gaussian_mlp_reinforce_hessian(activation: str) -> InnerHessianBuilder:
         delta = coef * error * precision  # dL/dmu, [N, M, act]
         grad_log_std = (coef * (error * error * precision - 1)).sum(-2)
 
+        log_std_curvature = -2 * coef * error * precision  # d(dL/dl)/dmu, for the products
         # backward pass: delta_i (dL/dpre_i) and the upstream delta_i W_i of every hidden layer
+        # (the lists are filled from the last layer down; their initial entries are placeholders)
         deltas: list[Tensor] = [delta] * layers
         upstream: list[Tensor] = [delta] * layers
         grad_w, grad_b = [delta] * layers, [delta] * layers
@@ -105,8 +107,7 @@ def gaussian_mlp_reinforce_hessian(activation: str) -> InnerHessianBuilder:
                     x_tangents.append(tangent * slopes[i])
             mean_tangent = pre_tangents[-1]
             v_log_std = v["log_std"].unsqueeze(-2)
-            scaled_error = coef * error * precision
-            hv = {"log_std": (-2 * scaled_error * (mean_tangent + error * v_log_std)).sum(-2)}
+            hv = {"log_std": (log_std_curvature * (mean_tangent + error * v_log_std)).sum(-2)}
             delta_tangent = coef * precision * (-mean_tangent - 2 * error * v_log_std)
             # R-backward
             for i in reversed(range(layers)):
