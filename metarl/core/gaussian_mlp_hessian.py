@@ -72,23 +72,21 @@ def gaussian_mlp_reinforce_hessian(activation: str) -> InnerHessianBuilder:
         delta = coef * error * precision  # dL/dmu, [N, M, act]
         grad_log_std = (coef * (error * error * precision - 1)).sum(-2)
 
-        log_std_curvature = -2 * coef * error * precision  # d(dL/dl)/dmu, for the products
-        # backward pass: delta_i (dL/dpre_i) and the upstream delta_i W_i of every hidden layer
-        # (the lists are filled from the last layer down; their initial entries are placeholders)
-        deltas: list[Tensor] = [delta] * layers
-        upstream: list[Tensor] = [delta] * layers
-        grad_w, grad_b = [delta] * layers, [delta] * layers
+        # what every product reuses of the output's derivatives
+        log_std_curvature = -2 * coef * error * precision  # d(dL/dl)/dmu
+        mean_curvature = coef * precision  # -d(dL/dmu)/dmu
+        # backward pass: delta_i (dL/dpre_i) and the upstream delta_i W_i of every hidden layer,
+        # by layer index, from the last layer down
+        deltas: dict[int, Tensor] = {}
+        upstream: dict[int, Tensor] = {}
+        gradient = {"log_std": grad_log_std}
         for i in reversed(range(layers)):
-            grad_w[i] = torch.bmm(delta.transpose(-1, -2), inputs[i])
-            grad_b[i] = delta.sum(-2)
+            gradient[f"layers.{i}.weight"] = torch.bmm(delta.transpose(-1, -2), inputs[i])
+            gradient[f"layers.{i}.bias"] = delta.sum(-2)
             deltas[i] = delta
             if i > 0:
                 upstream[i - 1] = torch.bmm(delta, weights[i])
                 delta = upstream[i - 1] * slopes[i - 1]
-        gradient = {"log_std": grad_log_std}
-        for i in range(layers):
-            gradient[f"layers.{i}.weight"] = grad_w[i]
-            gradient[f"layers.{i}.bias"] = grad_b[i]
 
         def product(vectors: list[Tensor]) -> list[Tensor]:
             v = dict(zip(names, vectors))
@@ -108,7 +106,7 @@ def gaussian_mlp_reinforce_hessian(activation: str) -> InnerHessianBuilder:
             mean_tangent = pre_tangents[-1]
             v_log_std = v["log_std"].unsqueeze(-2)
             hv = {"log_std": (log_std_curvature * (mean_tangent + error * v_log_std)).sum(-2)}
-            delta_tangent = coef * precision * (-mean_tangent - 2 * error * v_log_std)
+            delta_tangent = mean_curvature * (-mean_tangent - 2 * error * v_log_std)
             # R-backward
             for i in reversed(range(layers)):
                 hw = torch.bmm(delta_tangent.transpose(-1, -2), inputs[i])
