@@ -25,18 +25,21 @@ import numpy as np
 
 from metarl.envs.action_map import ACTION_SPACES, check_action_space
 from metarl.envs.base import Task, TaskEnv, TaskVectorEnv
+from metarl.envs.maml_paper_tasks import TASK_SETS, maml_paper_test_tasks
 from metarl.envs.metaworld_tasks import ML1_TASK_NAMES
 from metarl.envs.navigation import Navigation2DEnv, Navigation2DVectorEnv
 
 __all__ = [
     "ACTION_SPACES",
     "LOCOMOTION_FAMILIES",
+    "TASK_SETS",
     "Navigation2DEnv",
     "Navigation2DVectorEnv",
     "Task",
     "TaskEnv",
     "TaskVectorEnv",
     "env_kwargs",
+    "held_out_tasks",
     "make_task_vector_env",
     "registered_env_ids",
     "sample_held_out_tasks",
@@ -150,3 +153,13 @@ def sample_held_out_tasks(env: TaskVectorEnv, n: int, rng: np.random.Generator) 
     sample_test = getattr(env, "sample_test_tasks", None)
     tasks: list[Task] = sample_test(n, rng) if sample_test is not None else env.sample_tasks(n, rng)
     return tasks
+
+
+def held_out_tasks(env_id: str, env: TaskVectorEnv, n: int, seed: int,
+                   task_set: str = "sampled") -> list[Task]:
+    """The ``n`` held-out tasks of an evaluation: drawn with ``seed``
+    (``sample_held_out_tasks``), or with ``task_set="maml_paper"`` the MAML paper's own test
+    tasks, whatever the seed (``metarl.envs.maml_paper_tasks``)."""
+    if task_set == "maml_paper":
+        return maml_paper_test_tasks(env_id, n)
+    return sample_held_out_tasks(env, n, np.random.default_rng(seed))

@@ -123,6 +123,13 @@ def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
         "EPISODES x horizon steps, the MAML paper's test protocol) (default: the run's "
         "batch_unit)",
     )
+    parser.add_argument(
+        "--task-set",
+        choices=("sampled", "maml_paper"),
+        help="RL runs: the held-out tasks, drawn with --seed (sampled) or the MAML paper's own "
+        "test tasks (maml_paper; 2D navigation, HalfCheetah and Ant velocity and direction) "
+        "(default: the run's eval_task_set)",
+    )
 
 
 def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
@@ -476,7 +483,8 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
     if is_fewshot_config(run_dir / "config.yaml"):
-        for flag, value in (("--episodes", args.episodes), ("--batch-unit", args.batch_unit)):
+        for flag, value in (("--episodes", args.episodes), ("--batch-unit", args.batch_unit),
+                            ("--task-set", args.task_set)):
             if value is not None:
                 raise ConfigError(f"{flag} applies to RL runs; a supervised run has no episodes")
         if args.device is not None:
@@ -502,6 +510,7 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         progress=not args.no_progress,
         device=args.device,
         batch_unit=args.batch_unit,
+        task_set=args.task_set,
     )
     return 0
 
@@ -578,6 +587,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         baseline_inner_lr=args.baseline_inner_lr,
         device=args.device,
         batch_unit=args.batch_unit,
+        task_set=args.task_set,
     )
     return 0
 

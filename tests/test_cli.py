@@ -203,10 +203,13 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
         "progress": True,
         "device": None,  # None: the run's device
         "batch_unit": None,  # None: the run's batch_unit
+        "task_set": None,  # None: the run's eval_task_set
     }
-    assert main(["eval", str(tmp_path), "--device", "cpu", "--batch-unit", "steps"]) == 0
+    assert main(["eval", str(tmp_path), "--device", "cpu", "--batch-unit", "steps",
+                 "--task-set", "maml_paper"]) == 0
     assert fakes["eval"][1][1]["device"] == "cpu"
     assert fakes["eval"][1][1]["batch_unit"] == "steps"
+    assert fakes["eval"][1][1]["task_set"] == "maml_paper"
 
 
 def test_a_misspelt_preset_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
@@ -306,3 +309,14 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     process.stdout.close()  # long before the interpreter has imported metarl
     assert process.wait(timeout=120) == 141
     assert process.stderr.read() == b""
+
+
+def test_compare_passes_the_task_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarl.rl import compare
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(compare, "compare_run", lambda *args, **kwargs: calls.append(kwargs))
+    assert main(["compare", str(tmp_path), "--baselines", "random", "--task-set",
+                 "maml_paper", "--no-progress"]) == 0
+    assert main(["compare", str(tmp_path), "--baselines", "random", "--no-progress"]) == 0
+    assert [call["task_set"] for call in calls] == ["maml_paper", None]

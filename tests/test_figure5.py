@@ -35,6 +35,7 @@ def test_figure5_trains_compares_and_draws(tmp_path: Path) -> None:
     table = (out / "figure5.md").read_text()
     assert "| MAML-TRPO |" in table and "-40.4 / -11.7 / -3.33 / -3.23" in table
     assert "| MAML-TRPO - random |" in table  # the paired differences, from compare.json
+    assert "MAML-TRPO minus the paper's MAML on the same 3 tasks" in table  # its test tasks
     assert (out / "figure5.png").stat().st_size > 5000
     # a second call reuses the finished run: --report-only needs no training either
     before = (out / "navigation2d" / "checkpoints" / "last.pt").stat().st_mtime_ns
@@ -57,3 +58,16 @@ def test_figure5_rejects_an_unknown_benchmark(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as stop:
         figure5().main(["--out", str(tmp_path), "--benchmarks", "navigation3d"])
     assert "navigation3d" in str(stop.value)
+
+
+def test_the_paired_comparison_with_the_paper_subtracts_task_by_task() -> None:
+    script = figure5()
+    paper = json.loads(script.PAPER_PER_TASK.read_text())["MAML"]["navigation2d"]
+    shifted = [[paper[step][task] + 1.0 + 0.5 * step for step in range(4)] for task in range(40)]
+    row = {"per_task": shifted, "task_set": "maml_paper"}
+    line = script.paired_with_the_paper("navigation2d", {"MAML-TRPO": row})[-1]
+    assert line.endswith("1.00 (0.00) / 1.50 (0.00) / 2.00 (0.00) / 2.50 (0.00).")
+    assert "the same 40 tasks" in line
+    # other tasks than the paper's have nothing to pair with
+    assert script.paired_with_the_paper("navigation2d",
+                                        {"MAML-TRPO": {**row, "task_set": "sampled"}}) == []

@@ -147,7 +147,8 @@ def test_training_and_evaluation_sample_in_the_configured_unit(monkeypatch) -> N
         assert units == [unit, unit] and sampled.supports[0].mask.shape[2] == (30 if unit == "steps"
                                                                          else 3)
         units.clear()
-    monkeypatch.setattr(evaluation, "sample_held_out_tasks", lambda env, n, rng: [NEAR, FAR])
+    monkeypatch.setattr(evaluation, "held_out_tasks",
+                        lambda env_id, env, n, seed, task_set: [NEAR, FAR])
     outcome = evaluation.evaluate_adaptation(CONFIG, straight_params(), tasks=2, steps=0,
                                              episodes=3)
     assert units == ["steps"]

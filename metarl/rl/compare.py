@@ -33,7 +33,8 @@ from metarl.rl.evaluation import (
     evaluate_adaptation,
     steps_per_task,
     summarize,
-    with_batch_unit,
+    tasks_label,
+    with_protocol,
 )
 from metarl.rl.policy import initial_params, load_params
 from metarl.rl.trainer import train
@@ -109,11 +110,12 @@ def compare_run(
     baseline_inner_lr: float | None = None,
     device: str | None = None,
     batch_unit: str | None = None,
+    task_set: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
     ``compare.json`` (``{method: {"steps", "mean", "ci95", the protocol, the checkpoint and the
     budget it was trained with}}``), ``compare.md`` and ``compare.png`` into ``out`` (default
-    ``RUN_DIR/compare``). Methods of an earlier comparison in ``out`` on the same protocol
+    ``comparison_dir``). Methods of an earlier comparison in ``out`` on the same protocol
     (tasks, episodes, steps, seed) are kept; another protocol there is refused.
     ``baseline_inner_lr`` is the pretrained and random baselines' first step size (later
     steps take half), as the MAML paper fine-tuned its pretrained HalfCheetah policies with
@@ -121,14 +123,15 @@ def compare_run(
     ``device`` is where every method is evaluated and the pretrained baseline trains:
     by default the run's own (the CPU, with a note, where that is cuda and there is none).
     ``batch_unit`` is how the evaluation counts ``episodes`` (``TrainConfig.batch_unit``;
-    default: the run's own); the pretrained baseline trains as the run did."""
+    default: the run's own); the pretrained baseline trains as the run did. ``task_set`` is the
+    held-out tasks (``TrainConfig.eval_task_set``; default: the run's own)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
     config = load_config(run_dir / "config.yaml")
     if config.learner == "pretrained":
         raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")
-    out = run_dir / "compare" if out is None else Path(out)
+    out = comparison_dir(run_dir, config, task_set) if out is None else Path(out)
     if baseline_inner_lr is not None and not baseline_inner_lr > 0:
         raise ValueError(f"--baseline-inner-lr must be > 0, got {baseline_inner_lr}")
     tasks = config.eval_tasks if tasks is None else tasks
@@ -142,7 +145,8 @@ def compare_run(
     where = evaluation_device(config.device, device)
     config = dataclasses.replace(config, device=where.type)  # the pretrained baseline's too
 
-    counted = with_batch_unit(config, batch_unit)  # how the evaluation counts its batches
+    # how the evaluation counts its batches and which tasks it holds out
+    counted = with_protocol(config, batch_unit, task_set)
 
     def evaluated(params: Params, inner_lr: float | None = None) -> dict[str, Any]:
         """Adapted with ``inner_lr`` (then half of it) for the baselines that set their own;
@@ -155,7 +159,7 @@ def compare_run(
                 "step_sizes": outcome["rates"], "per_task": outcome["returns"].T.tolist()}
 
     protocol = {"env_id": config.env_id, "tasks": tasks, "episodes_per_task": episodes,
-                "batch_unit": counted.batch_unit,
+                "batch_unit": counted.batch_unit, "task_set": counted.eval_task_set,
                 "last_step": steps, "seed": seed}
     previous = _previous_results(out / "compare.json", protocol)
     params, payload = load_params(run_dir / "checkpoints" / "best.pt", config)
@@ -175,13 +179,13 @@ def compare_run(
         else:
             from metarl.rl.oracle import evaluate_oracle, known_optimal_returns, train_oracle
 
-            returns = known_optimal_returns(config, tasks, seed)
+            returns = known_optimal_returns(counted, tasks, seed)
             budget: int | None = None
             source = "the known optimum of each task"
             if returns is None:
                 model, budget = train_oracle(config, run_dir / "baselines" / "oracle",
                                              oracle_timesteps, progress)
-                returns = evaluate_oracle(config, model, tasks, episodes, seed)
+                returns = evaluate_oracle(counted, model, tasks, episodes, seed)
                 source = str(run_dir / "baselines" / "oracle")
             results["oracle"] = {"steps": list(range(steps + 1)),
                                  "mean": [float(returns.mean())] * (steps + 1),
@@ -193,18 +197,28 @@ def compare_run(
                **{k: v for k, v in previous.items() if k not in results}, **results}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "compare.json", results)
-    table = format_markdown(results, config.env_id, tasks,
+    table = format_markdown(results, config.env_id, tasks_label(tasks, counted.eval_task_set),
                             batch_label(episodes, steps_per_task(counted, episodes)))
     write_text(out / "compare.md", table)
     plot_returns_vs_steps(out / "compare.png", results, dashed=("oracle",),
-                          title=f"{config.env_id}: {tasks} held-out tasks")
+                          title=f"{config.env_id}: {tasks_label(tasks, counted.eval_task_set)}")
     print(table)
     print(f"results: {out / 'compare.json'}, plot: {out / 'compare.png'}")
     return results
 
 
-# What a comparison written before a protocol key existed did: it counted episodes.
-UNRECORDED_PROTOCOL = {"batch_unit": "episodes"}
+def comparison_dir(run_dir: Path, config: TrainConfig, task_set: str | None) -> Path:
+    """Where ``metarl compare`` writes by default: ``RUN_DIR/compare`` on the run's own held-out
+    tasks, ``RUN_DIR/compare_<task set>`` on others, so that neither comparison refuses the
+    other's folder."""
+    if task_set is None or task_set == config.eval_task_set:
+        return run_dir / "compare"
+    return run_dir / f"compare_{task_set}"
+
+
+# What a comparison written before a protocol key existed did: it counted episodes, on tasks
+# drawn with its seed.
+UNRECORDED_PROTOCOL = {"batch_unit": "episodes", "task_set": "sampled"}
 
 
 def _previous_results(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
@@ -233,10 +247,11 @@ def method_name(config: TrainConfig) -> str:
     return f"{config.learner.upper()}-{config.outer.upper()}{estimator}"
 
 
-def format_markdown(results: dict[str, Any], env_id: str, tasks: int, counted: str) -> str:
-    """``counted``: what each task's batch holds (``metarl.rl.evaluation.batch_label``)."""
+def format_markdown(results: dict[str, Any], env_id: str, held_out: str, counted: str) -> str:
+    """``held_out``: the tasks (``metarl.rl.evaluation.tasks_label``); ``counted``: what each
+    task's batch holds (``metarl.rl.evaluation.batch_label``)."""
     steps = next(iter(results.values()))["steps"]
-    lines = [f"{env_id}: mean return over {tasks} held-out tasks ({counted} per task "
+    lines = [f"{env_id}: mean return over {held_out} ({counted} per task "
              "and step), 95% CI in brackets", "",
              "| method | " + " | ".join(f"step {s}" for s in steps) + " |",
              "|" + " --- |" * (len(steps) + 1)]

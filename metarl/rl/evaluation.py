@@ -28,7 +28,7 @@ from metarl.core.adaptation import per_task
 from metarl.core.confidence import ci95
 from metarl.core.episodes import episode_returns, episode_success, mean_over_episodes
 from metarl.core.linalg import Params, params_to
-from metarl.envs import make_task_vector_env, sample_held_out_tasks
+from metarl.envs import held_out_tasks, make_task_vector_env
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.device import evaluation_device
 from metarl.rl.learners import build_learner
@@ -65,7 +65,7 @@ def evaluate_adaptation(
     env = make_task_vector_env(config.env_id, tasks * episodes, config.physics,
                                action_space=config.action_space)
     policy = build_policy(config, env)
-    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
+    held_out = held_out_tasks(config.env_id, env, tasks, seed, config.eval_task_set)
     generator = torch.Generator().manual_seed(seed)
     learner = build_learner(config, policy)
     adapted = per_task({k: v.detach() for k, v in params.items()}, tasks)
@@ -92,9 +92,15 @@ def evaluate_adaptation(
             "success": np.stack(successes) if successes else None}
 
 
-def with_batch_unit(config: TrainConfig, batch_unit: str | None) -> TrainConfig:
-    """``config`` counting its batches in ``batch_unit`` (None: as it does)."""
-    return config if batch_unit is None else dataclasses.replace(config, batch_unit=batch_unit)
+def with_protocol(config: TrainConfig, batch_unit: str | None,
+                  task_set: str | None) -> TrainConfig:
+    """``config`` counting its batches in ``batch_unit`` and evaluating on ``task_set`` (None:
+    as it does)."""
+    if batch_unit is not None:
+        config = dataclasses.replace(config, batch_unit=batch_unit)
+    if task_set is not None:
+        config = dataclasses.replace(config, eval_task_set=task_set)
+    return config
 
 
 def steps_per_task(config: TrainConfig, episodes: int) -> int | None:
@@ -105,6 +111,12 @@ def steps_per_task(config: TrainConfig, episodes: int) -> int | None:
 def batch_label(episodes: int, steps: int | None) -> str:
     """How many episodes a task's batch holds: ``episodes``, or whole episodes to ``steps``."""
     return f"{episodes} episodes" if steps is None else f"whole episodes to {steps} steps"
+
+
+def tasks_label(tasks: int, task_set: str | None) -> str:
+    """How an evaluation's held-out tasks are named in its tables."""
+    return (f"{tasks} of the MAML paper's test tasks" if task_set == "maml_paper"
+            else f"{tasks} held-out tasks")
 
 
 def summarize(returns: np.ndarray) -> tuple[list[float], list[float]]:
@@ -132,19 +144,23 @@ def evaluate_run(
     progress: bool = True,
     device: str | None = None,
     batch_unit: str | None = None,
+    task_set: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
-    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other. A
+    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other;
+    held-out tasks other than the run's own add their set's name (``eval_maml_paper.json``). A
     run still training (``metarl.run.live``) gets ``eval_interim.json`` (``eval_last_interim``)
     instead: its checkpoints may still change, and the result must not look final.
 
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields;
     ``device`` to the run's own (the CPU, with a note, where that is cuda and there is none);
-    ``batch_unit`` (how ``episodes`` are counted, ``TrainConfig.batch_unit``) to the run's own.
+    ``batch_unit`` (how ``episodes`` are counted, ``TrainConfig.batch_unit``) and ``task_set``
+    (the held-out tasks, ``TrainConfig.eval_task_set``) to the run's own.
     """
     run_dir = Path(run_dir)
     checkpoint_path = run_checkpoint(run_dir, checkpoint)
-    config = with_batch_unit(load_config(run_dir / "config.yaml"), batch_unit)
+    run_config = load_config(run_dir / "config.yaml")
+    config = with_protocol(run_config, batch_unit, task_set)
     tasks = config.eval_tasks if tasks is None else tasks
     steps = config.eval_steps if steps is None else steps
     episodes = config.eval_episodes if episodes is None else episodes
@@ -169,6 +185,7 @@ def evaluate_run(
         "episodes_per_task": episodes,
         "batch_unit": config.batch_unit,
         "steps_per_task": steps_per_task(config, episodes),
+        "task_set": config.eval_task_set,
         "step_sizes": outcome["rates"],
         "seed": seed,
         "env_id": config.env_id,
@@ -185,7 +202,10 @@ def evaluate_run(
         success_mean, success_ci95 = summarize(outcome["success"])
         result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
                                   "per_task": outcome["success"].T.tolist()}
-    suffix = ("" if checkpoint == "best" else f"_{checkpoint}") + ("_interim" if live else "")
+    suffix = (("" if checkpoint == "best" else f"_{checkpoint}")
+              + ("" if config.eval_task_set == run_config.eval_task_set
+                 else f"_{config.eval_task_set}")
+              + ("_interim" if live else ""))
     write_json(run_dir / f"eval{suffix}.json", result)
     print(format_table(result))
     print(f"results: {run_dir / f'eval{suffix}.json'}")
@@ -213,7 +233,8 @@ def _checkpoint_label(result: dict[str, Any]) -> str:
 def format_table(result: dict[str, Any]) -> str:
     per_step = batch_label(result["episodes_per_task"], result.get("steps_per_task"))
     lines = [
-        f"{result['env_id']}: {result['tasks']} held-out tasks, {per_step} per step, "
+        f"{result['env_id']}: {tasks_label(result['tasks'], result.get('task_set'))}, "
+        f"{per_step} per step, "
         f"checkpoint {result['checkpoint']} "
         f"({_checkpoint_label(result)})",
         f"{'steps':>5}  {'return':>10}  {'95% CI':>8}"

@@ -28,7 +28,7 @@ import gymnasium
 import numpy as np
 
 from metarl.config import TrainConfig
-from metarl.envs import env_kwargs, make_task_vector_env, sample_held_out_tasks
+from metarl.envs import env_kwargs, held_out_tasks, make_task_vector_env
 from metarl.envs.task_observation import (
     TaskObservation,
     feature_widths,
@@ -58,7 +58,7 @@ def known_optimal_returns(config: TrainConfig, tasks: int, seed: int) -> np.ndar
     if horizon != config.horizon:
         raise ValueError(f"{config.env_id}'s optimal return is for its horizon {horizon}, but the "
                          f"run's horizon is {config.horizon}")
-    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
+    held_out = held_out_tasks(config.env_id, env, tasks, seed, config.eval_task_set)
     return np.array([float(optimal(task)) for task in held_out])
 
 
@@ -130,7 +130,7 @@ def evaluate_oracle(config: TrainConfig, model: Any, tasks: int, episodes: int,
     mean action by default: it is the upper reference, not a policy still exploring."""
     env = make_task_vector_env(config.env_id, tasks * episodes, config.physics,
                                action_space=ORACLE_ACTION_SPACE)
-    held_out = sample_held_out_tasks(env, tasks, np.random.default_rng(seed))
+    held_out = held_out_tasks(config.env_id, env, tasks, seed, config.eval_task_set)
     env.set_tasks([task for task in held_out for _ in range(episodes)])
     names = numeric_parameter_names(held_out[0])
     widths = feature_widths(env, names, held_out)  # TaskObservation's layout, as in training
