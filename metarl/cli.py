@@ -178,8 +178,8 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
     evaluate.add_argument(
         "--checkpoint",
         choices=("best", "last"),
-        default="best",
-        help="which checkpoint to evaluate (default: best)",
+        help="which checkpoint to evaluate (default: an RL run's eval_checkpoint; best for a "
+        "few-shot run)",
     )
     evaluate.add_argument(
         "--data-path",
@@ -243,8 +243,7 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
     video.add_argument(
         "--checkpoint",
         choices=("best", "last"),
-        default="best",
-        help="which checkpoint to render (default: best)",
+        help="which checkpoint to render (default: the run's eval_checkpoint)",
     )
     video.add_argument(
         "--out", type=Path, help="output .mp4 or .gif file (default: RUN_DIR/video.mp4)"
@@ -275,8 +274,14 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         default="pretrained,random,oracle",
         help="comma-separated subset of pretrained, random, oracle (default: all three)",
     )
-    compare.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/compare)")
+    compare.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/compare, or "
+                         "RUN_DIR/compare_<set> on another --task-set than the run's)")
     _add_held_out_arguments(compare)
+    compare.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        help="the run's checkpoint set beside the baselines (default: its eval_checkpoint)",
+    )
     compare.add_argument(
         "--pretrained-iterations",
         type=_count(1),
@@ -492,7 +497,8 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         from metarl.fewshot.evaluation import evaluate_run as evaluate_fewshot_run
 
         evaluate_fewshot_run(run_dir, tasks=args.tasks, steps=args.steps, seed=args.seed,
-                             checkpoint=args.checkpoint, progress=not args.no_progress,
+                             checkpoint=args.checkpoint or "best",
+                             progress=not args.no_progress,
                              data_path=args.data_path)
         return 0
     if args.data_path is not None:
@@ -588,6 +594,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         device=args.device,
         batch_unit=args.batch_unit,
         task_set=args.task_set,
+        checkpoint=args.checkpoint,
     )
     return 0
 

@@ -161,6 +161,9 @@ class TrainConfig:
             evaluation's seed; a benchmark's fixed test split where it has one, as Meta-World's)
             or "maml_paper" (the MAML paper's own 40 test tasks, for the environments it
             evaluated: metarl.envs.maml_paper_tasks).
+        eval_checkpoint: the checkpoint `metarl eval`, `compare` and `video` use unless told
+            otherwise: "best" (the best training return) or "last" (the parameters after the
+            last iteration, as the MAML paper's 2D-navigation code kept and evaluated).
         eval_interval: iterations between two held-out evaluations during training (the
             meta-parameters after that iteration, ``eval_tasks`` x ``eval_episodes``, returns
             after 0..eval_steps steps logged as ``heldout/return_step<k>``); 0 runs none.
@@ -220,6 +223,7 @@ class TrainConfig:
     eval_steps: int = 3
     eval_episodes: int = 40
     eval_task_set: str = "sampled"
+    eval_checkpoint: str = "best"
     eval_interval: int = 0
 
     def __post_init__(self) -> None:
@@ -278,6 +282,8 @@ class TrainConfig:
         _require(self, "estimator", self.estimator in _ESTIMATORS, _one_of(_ESTIMATORS))
         _require(self, "batch_unit", self.batch_unit in _BATCH_UNITS, _one_of(_BATCH_UNITS))
         _require(self, "eval_task_set", self.eval_task_set in _TASK_SETS, _one_of(_TASK_SETS))
+        _require(self, "eval_checkpoint", self.eval_checkpoint in _CHECKPOINTS,
+                 _one_of(_CHECKPOINTS))
         _require(self, "sampler", self.sampler in _SAMPLERS, _one_of(_SAMPLERS))
         _require(self, "device", self.device in DEVICES, _one_of(DEVICES))
         _require(self, "prox_lambda", self.prox_lambda > 0, "> 0")
@@ -305,7 +311,7 @@ class TrainConfig:
 # Fields a resumed run may change: they affect neither the maths nor the random streams.
 RESUMABLE_FIELDS = frozenset({"iterations", "max_minutes", "log_interval", "checkpoint_interval",
                               "video_interval", "eval_tasks", "eval_steps", "eval_episodes",
-                              "eval_task_set",
+                              "eval_task_set", "eval_checkpoint",
                               "eval_interval",
                               "rollout_timeout_s",
                               # either sampler gives the same episodes: a run may move to Ray
@@ -320,6 +326,7 @@ _PHYSICS = ("peers", "maml")
 _ACTION_SPACES = ("env", "unit")  # metarl.envs.action_map.ACTION_SPACES
 _BATCH_UNITS = ("episodes", "steps")  # metarl.rl.step_budget.BATCH_UNITS
 _TASK_SETS = ("sampled", "maml_paper")  # metarl.envs.maml_paper_tasks.TASK_SETS
+_CHECKPOINTS = ("best", "last")  # metarl.run.checkpoint.CHECKPOINTS
 _ESTIMATORS = ("maml", "lvc", "dice")
 _SAMPLERS = ("local", "ray")
 DEVICES = ("cpu", "cuda", "auto")  # metarl.rl.device resolves them

@@ -210,6 +210,7 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
     assert fakes["eval"][1][1]["device"] == "cpu"
     assert fakes["eval"][1][1]["batch_unit"] == "steps"
     assert fakes["eval"][1][1]["task_set"] == "maml_paper"
+    assert fakes["eval"][1][1]["checkpoint"] is None  # None: the run's eval_checkpoint
 
 
 def test_a_misspelt_preset_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,12 +312,16 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     assert process.stderr.read() == b""
 
 
-def test_compare_passes_the_task_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_passes_the_task_set_and_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from metarl.rl import compare
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(compare, "compare_run", lambda *args, **kwargs: calls.append(kwargs))
     assert main(["compare", str(tmp_path), "--baselines", "random", "--task-set",
                  "maml_paper", "--no-progress"]) == 0
-    assert main(["compare", str(tmp_path), "--baselines", "random", "--no-progress"]) == 0
+    assert main(["compare", str(tmp_path), "--baselines", "random", "--checkpoint", "last",
+                 "--no-progress"]) == 0
     assert [call["task_set"] for call in calls] == ["maml_paper", None]
+    assert [call["checkpoint"] for call in calls] == [None, "last"]

@@ -116,8 +116,9 @@ def test_checkpoint_of_another_policy_is_refused_on_one_line(
     payload = load_checkpoint(best)
     save_checkpoint(best, {**payload, "params": {"w": torch.zeros(3)}})
     capsys.readouterr()
-    for command in (["eval", str(run), "--no-progress"],
-                    ["compare", str(run), "--baselines", "random", "--no-progress"]):
+    for command in (["eval", str(run), "--checkpoint", "best", "--no-progress"],
+                    ["compare", str(run), "--baselines", "random", "--checkpoint", "best",
+                     "--no-progress"]):
         assert main(command) == 1
         err = capsys.readouterr().err
         assert "holds parameters ['w']" in err and len(err.strip().splitlines()) == 1

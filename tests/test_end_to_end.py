@@ -116,7 +116,7 @@ def test_eval_rejects_a_corrupt_checkpoint_without_touching_the_run(
     capsys.readouterr()
     (run / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint")
     before = (run / "config.yaml").read_text()
-    assert main(["eval", str(run), "--no-progress"]) == 1
+    assert main(["eval", str(run), "--checkpoint", "best", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt" in err and "Traceback" not in err
     assert (run / "config.yaml").read_text() == before
@@ -276,15 +276,24 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] >= 1
 
 
-def test_evaluating_the_last_checkpoint_keeps_the_best_checkpoints_results(tmp_path: Path) -> None:
+def test_evaluating_the_other_checkpoint_keeps_the_runs_own_results(tmp_path: Path) -> None:
+    """eval.json holds the run's eval_checkpoint (the preset's: last); the other checkpoint's
+    evaluation is written beside it, whichever of the two the run names."""
     run = tmp_path / "run"
     _train(run)
-    assert main(["eval", str(run), "--tasks", "3", "--episodes", "2", "--no-progress"]) == 0
-    best = (run / "eval.json").read_text()
-    assert main(["eval", str(run), "--checkpoint", "last", "--tasks", "3", "--episodes", "2",
-                 "--no-progress"]) == 0
-    assert (run / "eval.json").read_text() == best
-    assert json.loads((run / "eval_last.json").read_text())["checkpoint"] == "last"
+    small = ["--tasks", "3", "--episodes", "2", "--no-progress"]
+    assert main(["eval", str(run), *small]) == 0
+    own = (run / "eval.json").read_text()
+    assert json.loads(own)["checkpoint"] == "last"
+    assert main(["eval", str(run), "--checkpoint", "best", *small]) == 0
+    assert (run / "eval.json").read_text() == own
+    assert json.loads((run / "eval_best.json").read_text())["checkpoint"] == "best"
+    other = tmp_path / "best-run"
+    _train(other, "--eval-checkpoint", "best")
+    assert main(["eval", str(other), *small]) == 0
+    assert main(["eval", str(other), "--checkpoint", "last", *small]) == 0
+    assert json.loads((other / "eval.json").read_text())["checkpoint"] == "best"
+    assert json.loads((other / "eval_last.json").read_text())["checkpoint"] == "last"
 
 
 def test_imaml_runs_evaluate_with_proximal_solves(

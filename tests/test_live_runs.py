@@ -79,8 +79,8 @@ def test_the_best_checkpoint_names_the_metrics_row_of_its_return(tmp_path: Path)
     assert best["measured_at_iteration"] == best["iteration"] + 1
     assert rows[best["measured_at_iteration"]]["query/return"] == pytest.approx(
         best["query_return"])
-    assert main(["eval", str(run), "--no-progress"]) == 0
-    result = json.loads((run / "eval.json").read_text())
+    assert main(["eval", str(run), "--checkpoint", "best", "--no-progress"]) == 0
+    result = json.loads((run / "eval_best.json").read_text())
     assert result["checkpoint_measured_at_iteration"] == best["measured_at_iteration"]
 
 

@@ -30,6 +30,7 @@ from metarl.core.linalg import Params, params_to
 from metarl.rl.device import evaluation_device
 from metarl.rl.evaluation import (
     batch_label,
+    chosen_checkpoint,
     evaluate_adaptation,
     steps_per_task,
     summarize,
@@ -111,8 +112,10 @@ def compare_run(
     device: str | None = None,
     batch_unit: str | None = None,
     task_set: str | None = None,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the run's best checkpoint and ``baselines`` on the same held-out tasks; write
+    """Evaluate the run's checkpoint (``checkpoint``, default its ``eval_checkpoint``) and
+    ``baselines`` on the same held-out tasks; write
     ``compare.json`` (``{method: {"steps", "mean", "ci95", the protocol, the checkpoint and the
     budget it was trained with}}``), ``compare.md`` and ``compare.png`` into ``out`` (default
     ``comparison_dir``). Methods of an earlier comparison in ``out`` on the same protocol
@@ -126,8 +129,7 @@ def compare_run(
     default: the run's own); the pretrained baseline trains as the run did. ``task_set`` is the
     held-out tasks (``TrainConfig.eval_task_set``; default: the run's own)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a metarl run directory (no config.yaml)")
+    checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)  # checks the folder
     config = load_config(run_dir / "config.yaml")
     if config.learner == "pretrained":
         raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")
@@ -162,9 +164,10 @@ def compare_run(
                 "batch_unit": counted.batch_unit, "task_set": counted.eval_task_set,
                 "last_step": steps, "seed": seed}
     previous = _previous_results(out / "compare.json", protocol)
-    params, payload = load_params(run_dir / "checkpoints" / "best.pt", config)
+    params, payload = load_params(checkpoint_path, config)
     run_name = method_name(config)
     results = {run_name: {**evaluated(params), **protocol, "checkpoint": str(run_dir),
+                          "checkpoint_name": checkpoint,
                           "checkpoint_iteration": payload.get("iteration")}}
     for name in baselines:
         if name == "pretrained":

@@ -92,6 +92,16 @@ def evaluate_adaptation(
             "success": np.stack(successes) if successes else None}
 
 
+def chosen_checkpoint(run_dir: Path, checkpoint: str | None) -> tuple[str, Path]:
+    """The name and path of the checkpoint to evaluate: ``checkpoint``, or the run's
+    ``eval_checkpoint`` for None (one-line errors for a folder that is no run)."""
+    path = run_checkpoint(run_dir, checkpoint or "best")  # checks the folder before reading it
+    if checkpoint is None:
+        checkpoint = load_config(run_dir / "config.yaml").eval_checkpoint
+        path = run_checkpoint(run_dir, checkpoint)
+    return checkpoint, path
+
+
 def with_protocol(config: TrainConfig, batch_unit: str | None,
                   task_set: str | None) -> TrainConfig:
     """``config`` counting its batches in ``batch_unit`` and evaluating on ``task_set`` (None:
@@ -140,15 +150,16 @@ def evaluate_run(
     steps: int | None = None,
     episodes: int | None = None,
     seed: int = 1000,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     progress: bool = True,
     device: str | None = None,
     batch_unit: str | None = None,
     task_set: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; writes ``RUN_DIR/eval.json`` (and a PNG for navigation), or
-    ``eval_last.json`` for the last checkpoint, so one evaluation never replaces the other;
-    held-out tasks other than the run's own add their set's name (``eval_maml_paper.json``). A
+    """Evaluate a run's checkpoint (default: its ``eval_checkpoint``); writes
+    ``RUN_DIR/eval.json`` (and a PNG for navigation) on the run's own checkpoint and tasks, and
+    adds the name of any other (``eval_last.json``, ``eval_maml_paper.json``), so one evaluation
+    never replaces another. A
     run still training (``metarl.run.live``) gets ``eval_interim.json`` (``eval_last_interim``)
     instead: its checkpoints may still change, and the result must not look final.
 
@@ -158,7 +169,7 @@ def evaluate_run(
     (the held-out tasks, ``TrainConfig.eval_task_set``) to the run's own.
     """
     run_dir = Path(run_dir)
-    checkpoint_path = run_checkpoint(run_dir, checkpoint)
+    checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     run_config = load_config(run_dir / "config.yaml")
     config = with_protocol(run_config, batch_unit, task_set)
     tasks = config.eval_tasks if tasks is None else tasks
@@ -202,7 +213,7 @@ def evaluate_run(
         success_mean, success_ci95 = summarize(outcome["success"])
         result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
                                   "per_task": outcome["success"].T.tolist()}
-    suffix = (("" if checkpoint == "best" else f"_{checkpoint}")
+    suffix = (("" if checkpoint == run_config.eval_checkpoint else f"_{checkpoint}")
               + ("" if config.eval_task_set == run_config.eval_task_set
                  else f"_{config.eval_task_set}")
               + ("_interim" if live else ""))

@@ -35,9 +35,8 @@ from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import make_task_vector_env
 from metarl.envs.base import Task
 from metarl.rl.device import evaluation_device
-from metarl.rl.evaluation import evaluate_adaptation
+from metarl.rl.evaluation import chosen_checkpoint, evaluate_adaptation
 from metarl.rl.policy import discrete_actions, load_params
-from metarl.run.checkpoint import run_checkpoint
 
 __all__ = [
     "CAPTION_HEIGHT",
@@ -519,7 +518,7 @@ def record_video(
     steps: int | None = None,
     episodes: int = 20,
     seed: int = 1000,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     params: Params | None = None,
     out: str | Path | None = None,
     gif: bool = False,
@@ -536,7 +535,8 @@ def record_video(
 
     ``steps`` and ``horizon`` default to the run's ``eval_steps`` and ``horizon``; ``episodes``
     are the episodes per task and step that drive the adaptation (``evaluate_adaptation``).
-    ``params`` replaces the ``checkpoint`` (``best`` or ``last``) -- for a trainer recording its
+    ``params`` replaces the ``checkpoint`` (``best`` or ``last``; default: the run's
+    ``eval_checkpoint``) -- for a trainer recording its
     current parameters. ``out`` defaults to ``RUN_DIR/video.mp4``; a ``.gif`` name writes only a
     GIF, and ``gif=True`` also writes one beside the mp4 (same name, ``.gif``). ``size`` is
     each panel's width and height in pixels; ``shadows`` turns MuJoCo's shadows and
@@ -547,7 +547,7 @@ def record_video(
     note, where that is cuda and there is none); ``params`` adapt where they are.
     """
     run_dir = Path(run_dir)
-    checkpoint_path = run_checkpoint(run_dir, checkpoint)
+    _, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     config = load_config(run_dir / "config.yaml")
     if _has_discrete_actions(config):
         raise ValueError(f"metarl video renders the continuous task families; {config.env_id} "
