@@ -179,6 +179,11 @@ def format_table(results: dict[str, Any], tasks: int, task_set: str) -> str:
             paper = entry["paper"].get(paper_key)
             reference = " / ".join(f"{x:g}" for x in paper) if paper else "-"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {reference} |")
+        name, row = next(iter(entry["methods"].items()))
+        if row.get("checkpoint_iteration") is not None:
+            which = row.get("checkpoint_name", "best")  # comparisons before the name: best
+            lines += ["", f"{name}: the run's {which} checkpoint, after "
+                      f"{row['checkpoint_iteration']} iterations."]
         rates = [f"{name} {', '.join(f'{r:g}' for r in row['step_sizes'])}"
                  for name, row in entry["methods"].items() if row.get("step_sizes")]
         if rates:

@@ -36,6 +36,7 @@ def test_figure5_trains_compares_and_draws(tmp_path: Path) -> None:
     assert "| MAML-TRPO |" in table and "-40.4 / -11.7 / -3.33 / -3.23" in table
     assert "| MAML-TRPO - random |" in table  # the paired differences, from compare.json
     assert "MAML-TRPO minus the paper's MAML on the same 3 tasks" in table  # its test tasks
+    assert "MAML-TRPO: the run's last checkpoint, after 2 iterations." in table  # the preset's
     assert (out / "figure5.png").stat().st_size > 5000
     # a second call reuses the finished run: --report-only needs no training either
     before = (out / "navigation2d" / "checkpoints" / "last.pt").stat().st_mtime_ns

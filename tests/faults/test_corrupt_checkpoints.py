@@ -119,7 +119,8 @@ def test_a_damaged_checkpoint_is_a_one_line_error_and_the_run_is_untouched(
     if command == "resume":
         code, err = cli("train", "--resume", str(run), "--no-progress", "--iterations", "3")
     else:
-        code, err = cli("eval", str(run), "--tasks", "2", "--episodes", "2", "--no-progress")
+        code, err = cli("eval", str(run), "--checkpoint", "best", "--tasks", "2", "--episodes",
+                        "2", "--no-progress")
     line = helpers.one_error_line(err)
     assert code == 1
     assert f"checkpoint {run / 'checkpoints' / name} is corrupt" in line
