@@ -195,3 +195,12 @@ def test_a_run_evaluates_its_eval_checkpoint_unless_told(tmp_path):
     row = results["MAML-TRPO"]
     assert row["checkpoint_name"] == "last" and row["checkpoint_iteration"] == 3
     assert row["mean"] == own["mean"]  # the same checkpoint, tasks and seeds as eval
+
+
+def test_training_for_the_papers_tasks_where_it_had_none_stops_before_it_starts(tmp_path):
+    from metarl.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", "bandit_k5", "--run-dir", str(run), "--iterations", "1",
+                 "--eval-task-set", "maml_paper", "--no-progress"])
+    assert code == 1 and not run.exists()

@@ -159,9 +159,9 @@ def evaluate_run(
     """Evaluate a run's checkpoint (default: its ``eval_checkpoint``); writes
     ``RUN_DIR/eval.json`` (and a PNG for navigation) on the run's own checkpoint and tasks, and
     adds the name of any other (``eval_last.json``, ``eval_maml_paper.json``), so one evaluation
-    never replaces another. A
-    run still training (``metarl.run.live``) gets ``eval_interim.json`` (``eval_last_interim``)
-    instead: its checkpoints may still change, and the result must not look final.
+    never replaces another. A run still training (``metarl.run.live``) gets
+    ``eval_interim.json`` (``eval_last_interim``) instead: its checkpoints may still change, and
+    the result must not look final.
 
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields;
     ``device`` to the run's own (the CPU, with a note, where that is cuda and there is none);
