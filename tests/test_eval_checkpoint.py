@@ -1,0 +1,54 @@
+"""eval_checkpoint: the checkpoint that `metarl eval`, `compare` and `video` take by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarl.config import ConfigError, TrainConfig
+from metarl.rl import evaluation
+
+
+def test_config_checks_the_checkpoint():
+    from metarl.config import _CHECKPOINTS
+    from metarl.run.checkpoint import CHECKPOINTS
+
+    assert _CHECKPOINTS == CHECKPOINTS and TrainConfig().eval_checkpoint == "best"
+    with pytest.raises(ConfigError, match="eval_checkpoint"):
+        TrainConfig(eval_checkpoint="final")
+
+
+def _iterations(run: Path) -> dict[str, int]:
+    from metarl.run.checkpoint import load_checkpoint
+
+    return {name: int(load_checkpoint(run / "checkpoints" / f"{name}.pt")["iteration"])
+            for name in ("best", "last")}
+
+
+def test_a_run_evaluates_its_eval_checkpoint_unless_told(tmp_path):
+    from metarl.config import save_config
+    from metarl.rl.trainer import train
+
+    config = TrainConfig(iterations=3, meta_batch_size=2, episodes_per_task=2, horizon=5,
+                         hidden_sizes=(8,), eval_tasks=2, eval_steps=1, eval_episodes=2,
+                         torch_threads=1, eval_checkpoint="last")
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    save_config(config, run / "config.yaml")
+    iterations = _iterations(run)
+    assert iterations["best"] < iterations["last"]  # so that the two can be told apart
+    own = evaluation.evaluate_run(run, progress=False)
+    assert own["checkpoint"] == "last" and own["checkpoint_iteration"] == iterations["last"] == 3
+    assert json.loads((run / "eval.json").read_text())["checkpoint"] == "last"
+    best = evaluation.evaluate_run(run, progress=False, checkpoint="best")
+    assert best["checkpoint_iteration"] == iterations["best"]
+    assert json.loads((run / "eval_best.json").read_text())["checkpoint"] == "best"
+
+    from metarl.rl import compare
+
+    results = compare.compare_run(run, ["random"], progress=False)
+    row = results["MAML-TRPO"]
+    assert row["checkpoint_name"] == "last" and row["checkpoint_iteration"] == 3
+    assert row["mean"] == own["mean"]  # the same checkpoint, tasks and seeds as eval
