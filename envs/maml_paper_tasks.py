@@ -67,10 +67,14 @@ _TEST_TASKS: dict[str, Callable[[int], list[Task]]] = {
 }
 
 
+def has_maml_paper_test_tasks(env_id: str) -> bool:
+    return env_id in _TEST_TASKS
+
+
 def maml_paper_test_tasks(env_id: str, n: int) -> list[Task]:
     """The first ``n`` of the MAML paper's test tasks for ``env_id``; a one-line error naming
     the environments that have them otherwise."""
-    if env_id not in _TEST_TASKS:
+    if not has_maml_paper_test_tasks(env_id):
         raise ValueError(f"the MAML paper has no test tasks for {env_id} (it has them for "
                          f"{', '.join(sorted(_TEST_TASKS))}); evaluate with --task-set sampled")
     return _TEST_TASKS[env_id](n)

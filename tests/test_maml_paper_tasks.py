@@ -154,10 +154,11 @@ def test_compare_evaluates_every_method_on_the_papers_tasks(tmp_path, monkeypatc
         compare.compare_run(run, ["random"], progress=False, out=run / "compare_maml_paper")
 
 
-def test_training_for_the_papers_tasks_where_it_had_none_stops_before_it_starts(tmp_path):
+def test_training_for_the_papers_tasks_where_it_had_none_stops_before_it_starts(tmp_path, capsys):
     from metarl.cli import main
 
     run = tmp_path / "run"
     code = main(["train", "bandit_k5", "--run-dir", str(run), "--iterations", "1",
                  "--eval-task-set", "maml_paper", "--no-progress"])
     assert code == 1 and not run.exists()
+    assert "--eval-task-set sampled" in capsys.readouterr().err

@@ -25,6 +25,7 @@ import torch
 
 from metarl.config import (
     RESUMABLE_FIELDS,
+    ConfigError,
     TrainConfig,
     load_config,
     resolve_threads,
@@ -32,7 +33,7 @@ from metarl.config import (
 )
 from metarl.core.adam import AdamState
 from metarl.core.linalg import Params
-from metarl.envs.maml_paper_tasks import maml_paper_test_tasks
+from metarl.envs.maml_paper_tasks import has_maml_paper_test_tasks
 from metarl.rl.evaluation import evaluate_adaptation
 from metarl.rl.meta_learner import MetaLearner
 from metarl.rl.policy import LEGACY_POLICY_KIND, check_policy_kind, policy_kind
@@ -217,10 +218,12 @@ def train(config: TrainConfig, run_dir: Path, progress: bool = True,
     ``summary.json``. A ``max_minutes`` budget ends the run early, after the iteration that
     passes it."""
     torch.set_num_threads(resolve_threads(config.torch_threads))
-    if config.eval_task_set == "maml_paper":  # its first evaluation would fail, hours later
-        maml_paper_test_tasks(config.env_id, 1)
     learner = MetaLearner(config)  # fails on a bad config or env id before the run dir is touched
     with learner:  # stops the Ray workers, if any, however the run ends
+        # now, not at the first held-out evaluation hours later
+        if config.eval_task_set == "maml_paper" and not has_maml_paper_test_tasks(config.env_id):
+            raise ConfigError(f"eval_task_set: the MAML paper has no test tasks for "
+                              f"{config.env_id}; train with --eval-task-set sampled")
         state, seconds_before = (resume_state(config, run_dir, learner) if resume
                                  else (learner.initial_state(), 0.0))
         run_dir.mkdir(parents=True, exist_ok=True)
