@@ -28,15 +28,13 @@ def _iterations(run: Path) -> dict[str, int]:
 
 
 def test_a_run_evaluates_its_eval_checkpoint_unless_told(tmp_path):
-    from metarl.config import save_config
     from metarl.rl.trainer import train
 
     config = TrainConfig(iterations=3, meta_batch_size=2, episodes_per_task=2, horizon=5,
                          hidden_sizes=(8,), eval_tasks=2, eval_steps=1, eval_episodes=2,
                          torch_threads=1, eval_checkpoint="last")
     run = tmp_path / "run"
-    train(config, run, progress=False)
-    save_config(config, run / "config.yaml")
+    train(config, run, progress=False)  # writes run / "config.yaml"
     iterations = _iterations(run)
     assert iterations["best"] < iterations["last"]  # so that the two can be told apart
     own = evaluation.evaluate_run(run, progress=False)

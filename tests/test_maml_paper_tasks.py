@@ -87,15 +87,13 @@ def test_config_checks_the_task_set():
 
 
 def _tiny_navigation_run(tmp_path: Path) -> tuple[Path, TrainConfig]:
-    from metarl.config import save_config
     from metarl.rl.trainer import train
 
     config = TrainConfig(iterations=1, meta_batch_size=2, episodes_per_task=2, horizon=5,
                          hidden_sizes=(8,), eval_tasks=3, eval_steps=1, eval_episodes=2,
                          torch_threads=1)
     run = tmp_path / "run"
-    train(config, run, progress=False)
-    save_config(config, run / "config.yaml")
+    train(config, run, progress=False)  # writes run / "config.yaml"
     return run, config
 
 

@@ -129,8 +129,7 @@ def compare_run(
     default: the run's own); the pretrained baseline trains as the run did. ``task_set`` is the
     held-out tasks (``TrainConfig.eval_task_set``; default: the run's own)."""
     run_dir = Path(run_dir)
-    checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)  # checks the folder
-    config = load_config(run_dir / "config.yaml")
+    config, checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     if config.learner == "pretrained":
         raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")
     out = comparison_dir(run_dir, config, task_set) if out is None else Path(out)

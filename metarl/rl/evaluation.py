@@ -92,14 +92,16 @@ def evaluate_adaptation(
             "success": np.stack(successes) if successes else None}
 
 
-def chosen_checkpoint(run_dir: Path, checkpoint: str | None) -> tuple[str, Path]:
-    """The name and path of the checkpoint to evaluate: ``checkpoint``, or the run's
-    ``eval_checkpoint`` for None (one-line errors for a folder that is no run)."""
+def chosen_checkpoint(run_dir: Path,
+                      checkpoint: str | None) -> tuple[TrainConfig, str, Path]:
+    """The run's config, and the name and path of the checkpoint to evaluate: ``checkpoint``,
+    or the run's ``eval_checkpoint`` for None (one-line errors for a folder that is no run)."""
     path = run_checkpoint(run_dir, checkpoint or "best")  # checks the folder before reading it
+    config = load_config(run_dir / "config.yaml")
     if checkpoint is None:
-        checkpoint = load_config(run_dir / "config.yaml").eval_checkpoint
+        checkpoint = config.eval_checkpoint
         path = run_checkpoint(run_dir, checkpoint)
-    return checkpoint, path
+    return config, checkpoint, path
 
 
 def with_protocol(config: TrainConfig, batch_unit: str | None,
@@ -169,8 +171,7 @@ def evaluate_run(
     (the held-out tasks, ``TrainConfig.eval_task_set``) to the run's own.
     """
     run_dir = Path(run_dir)
-    checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
-    run_config = load_config(run_dir / "config.yaml")
+    run_config, checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     config = with_protocol(run_config, batch_unit, task_set)
     tasks = config.eval_tasks if tasks is None else tasks
     steps = config.eval_steps if steps is None else steps

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metarl.config import TrainConfig, load_config, resolve_threads
+from metarl.config import TrainConfig, resolve_threads
 from metarl.core.linalg import Params, params_device, params_to
 from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import make_task_vector_env
@@ -547,8 +547,7 @@ def record_video(
     note, where that is cuda and there is none); ``params`` adapt where they are.
     """
     run_dir = Path(run_dir)
-    _, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
-    config = load_config(run_dir / "config.yaml")
+    config, _, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     if _has_discrete_actions(config):
         raise ValueError(f"metarl video renders the continuous task families; {config.env_id} "
                          "has discrete actions and nothing to render")
