@@ -274,8 +274,9 @@ def _build_parser() -> tuple[_Parser, dict[str, _Parser]]:
         default="pretrained,random,oracle",
         help="comma-separated subset of pretrained, random, oracle (default: all three)",
     )
-    compare.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/compare, or "
-                         "RUN_DIR/compare_<set> on another --task-set than the run's)")
+    compare.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/compare; "
+                         "another --checkpoint or --task-set than the run's adds its name, "
+                         "e.g. RUN_DIR/compare_last_maml_paper)")
     _add_held_out_arguments(compare)
     compare.add_argument(
         "--checkpoint",

@@ -50,3 +50,29 @@ def test_a_run_evaluates_its_eval_checkpoint_unless_told(tmp_path):
     row = results["MAML-TRPO"]
     assert row["checkpoint_name"] == "last" and row["checkpoint_iteration"] == 3
     assert row["mean"] == own["mean"]  # the same checkpoint, tasks and seeds as eval
+
+    # the other checkpoint compares into its own folder; the run's own comparison stays
+    other = compare.compare_run(run, ["random"], progress=False, checkpoint="best")
+    assert other["MAML-TRPO"]["checkpoint_iteration"] == iterations["best"]
+    assert other["MAML-TRPO"]["mean"] == best["mean"]
+    kept = json.loads((run / "compare" / "compare.json").read_text())["MAML-TRPO"]
+    assert kept["checkpoint_name"] == "last" and kept["mean"] == own["mean"]
+    assert json.loads((run / "compare_best" / "compare.json").read_text())[
+        "MAML-TRPO"]["checkpoint_name"] == "best"
+    # asked into the folder of the other checkpoint, compare refuses instead of replacing it
+    with pytest.raises(ValueError, match="at its last checkpoint.*another --out"):
+        compare.compare_run(run, ["random"], progress=False, checkpoint="best",
+                            out=run / "compare")
+    assert json.loads((run / "compare" / "compare.json").read_text())["MAML-TRPO"] == kept
+
+
+def test_comparison_folder_names_the_other_checkpoint_and_task_set(tmp_path):
+    from metarl.rl.compare import comparison_dir
+
+    config = TrainConfig(eval_checkpoint="last", eval_task_set="sampled")
+    assert comparison_dir(tmp_path, config, None) == tmp_path / "compare"
+    assert comparison_dir(tmp_path, config, "sampled", "last") == tmp_path / "compare"
+    assert comparison_dir(tmp_path, config, None, "best") == tmp_path / "compare_best"
+    assert comparison_dir(tmp_path, config, "maml_paper") == tmp_path / "compare_maml_paper"
+    assert (comparison_dir(tmp_path, config, "maml_paper", "best")
+            == tmp_path / "compare_best_maml_paper")

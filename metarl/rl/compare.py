@@ -132,7 +132,7 @@ def compare_run(
     config, checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     if config.learner == "pretrained":
         raise ValueError(f"{run_dir} is itself a pretrained baseline; compare a meta-trained run")
-    out = comparison_dir(run_dir, config, task_set) if out is None else Path(out)
+    out = comparison_dir(run_dir, config, task_set, checkpoint) if out is None else Path(out)
     if baseline_inner_lr is not None and not baseline_inner_lr > 0:
         raise ValueError(f"--baseline-inner-lr must be > 0, got {baseline_inner_lr}")
     tasks = config.eval_tasks if tasks is None else tasks
@@ -163,8 +163,9 @@ def compare_run(
                 "batch_unit": counted.batch_unit, "task_set": counted.eval_task_set,
                 "last_step": steps, "seed": seed}
     previous = _previous_results(out / "compare.json", protocol)
-    params, payload = load_params(checkpoint_path, config)
     run_name = method_name(config)
+    _check_same_checkpoint(previous.get(run_name), checkpoint, out)
+    params, payload = load_params(checkpoint_path, config)
     results = {run_name: {**evaluated(params), **protocol, "checkpoint": str(run_dir),
                           "checkpoint_name": checkpoint,
                           "checkpoint_iteration": payload.get("iteration")}}
@@ -209,13 +210,16 @@ def compare_run(
     return results
 
 
-def comparison_dir(run_dir: Path, config: TrainConfig, task_set: str | None) -> Path:
-    """Where ``metarl compare`` writes by default: ``RUN_DIR/compare`` on the run's own held-out
-    tasks, ``RUN_DIR/compare_<task set>`` on others, so that neither comparison refuses the
-    other's folder."""
-    if task_set is None or task_set == config.eval_task_set:
-        return run_dir / "compare"
-    return run_dir / f"compare_{task_set}"
+def comparison_dir(run_dir: Path, config: TrainConfig, task_set: str | None,
+                   checkpoint: str | None = None) -> Path:
+    """Where ``metarl compare`` writes by default: ``RUN_DIR/compare`` for the run's own
+    checkpoint (``eval_checkpoint``) on its own held-out tasks; another checkpoint or task set
+    adds its name (``compare_last``, ``compare_maml_paper``, ``compare_last_maml_paper``), as
+    ``metarl eval`` names its files, so that no comparison replaces or refuses another's."""
+    suffix = ("" if checkpoint is None or checkpoint == config.eval_checkpoint
+              else f"_{checkpoint}")
+    suffix += "" if task_set is None or task_set == config.eval_task_set else f"_{task_set}"
+    return run_dir / f"compare{suffix}"
 
 
 # What a comparison written before a protocol key existed did: it counted episodes, on tasks
@@ -241,6 +245,17 @@ def _previous_results(path: Path, protocol: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{path.parent} holds a comparison with {shown}; choose another "
                              "--out or evaluate with the same settings")
     return previous
+
+
+def _check_same_checkpoint(previous_row: dict[str, Any] | None, checkpoint: str,
+                           out: Path) -> None:
+    """A one-line error rather than replacing a finished evaluation of the run's other
+    checkpoint in the same folder (rows written before the name was recorded are replaced)."""
+    earlier = (previous_row or {}).get("checkpoint_name")
+    if earlier is not None and earlier != checkpoint:
+        raise ValueError(f"{out} holds this run's comparison at its {earlier} checkpoint; "
+                         f"compare the {checkpoint} checkpoint into another --out, or leave "
+                         "--out out for its own folder")
 
 
 def method_name(config: TrainConfig) -> str:
