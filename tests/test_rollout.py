@@ -2,6 +2,7 @@ import numpy as np
 import torch
 
 from metarl.core.adaptation import per_task
+from metarl.core.linalg import Params
 from metarl.core.policies import GaussianMLPPolicy
 from metarl.envs import Navigation2DVectorEnv, Task
 from metarl.rl.rollout import rollout
@@ -60,3 +61,38 @@ def test_task_seeds_make_each_tasks_episodes_its_own() -> None:
     noise = torch.randn(5, 2, 2, generator=torch.Generator().manual_seed(words[2]))
     assert torch.equal(whole.actions[0], noise)
     assert not torch.equal(whole.actions[0], whole.actions[1])
+
+
+def test_the_policy_runs_on_one_torch_thread_with_the_same_episodes(monkeypatch) -> None:
+    """During a rollout torch runs on one thread (its idle workers would spin on the cores
+    the simulators' threads need), the caller's count comes back after it, and the episodes
+    are those of the caller's thread count."""
+    import contextlib
+
+    import metarl.rl.rollout as rollout_module
+
+    seen: list[int] = []
+
+    class Recording(GaussianMLPPolicy):
+        def distribution_params(self, params: Params,
+                                obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.append(torch.get_num_threads())
+            return super().distribution_params(params, obs)
+
+    policy = Recording(2, 2, (100, 100))
+    params = per_task(policy.initial_params(), 20)
+    tasks = [Task.of(goal=[0.02 * i, -0.3]) for i in range(20)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = rollout(Navigation2DVectorEnv(20 * 20), policy, params, tasks, 20, 30,
+                      task_seeds=list(range(20)))
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(rollout_module, "one_torch_thread", contextlib.nullcontext)
+        two = rollout(Navigation2DVectorEnv(20 * 20), policy, params, tasks, 20, 30,
+                      task_seeds=list(range(20)))
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one.actions, two.actions) and torch.equal(one.rewards, two.rewards)

@@ -19,11 +19,18 @@ environment. The episodes are gathered on the host and moved to the parameters' 
 at the end, for the advantages and the losses. The action noise is drawn on the host either
 way, so a seed gives the same episodes on every device (up to the device's rounding of the
 policy's outputs).
+
+Torch runs on one CPU thread during a rollout: its forward passes are small, and between them
+its idle worker threads spin on the cores that the simulator's own threads (MuJoCo's
+``rollout`` pool) need. On 2 cores a HalfCheetah rollout (400 copies x 200 steps) took 0.83 s
+with two torch threads and 0.51 s with one; 2D navigation's was unchanged. The episodes are the
+same either way (tested).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -83,7 +90,7 @@ def rollout(
     success: torch.Tensor | None = None  # created at the first step whose info reports it
     alive = np.ones(n * b, dtype=bool)
     params = {k: v.detach() for k, v in params.items()}
-    with torch.no_grad():
+    with torch.no_grad(), one_torch_thread():
         for t in range(horizon):
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=host).view(n, b, obs_dim)
             # before they become NaN actions that the environment would reject, unexplained
@@ -113,6 +120,17 @@ def rollout(
     observations *= mask.unsqueeze(-1)
     actions *= mask.unsqueeze(-1)
     return Episodes(observations, actions, rewards, mask, success).to(device)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one CPU thread inside the block, its earlier count restored after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def draw_task_seeds(rng: np.random.Generator, n: int) -> list[int]:
