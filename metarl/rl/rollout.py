@@ -22,9 +22,9 @@ policy's outputs).
 
 Torch runs on one CPU thread during a rollout: its forward passes are small, and between them
 its idle worker threads spin on the cores that the simulator's own threads (MuJoCo's
-``rollout`` pool) need. On 2 cores a HalfCheetah rollout (400 copies x 200 steps) took 0.83 s
-with two torch threads and 0.51 s with one; 2D navigation's was unchanged. The episodes are the
-same either way (tested).
+``rollout`` pool) need. On 2 cores a HalfCheetah rollout (400 copies x 200 steps) took 0.84 and
+0.87 s with two torch threads and 0.65 and 0.66 s with one (docs/results/speed.md); 2D
+navigation's was unchanged. The episodes are the same either way (tested).
 """
 
 from __future__ import annotations
