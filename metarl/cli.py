@@ -98,6 +98,12 @@ def _add_device_argument(parser: argparse.ArgumentParser) -> None:
         help="RL runs: where the policy and its adaptation run (default: the run's device; "
         "the cpu, with a note, when that is cuda and this machine has none)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=_count(0),
+        help="CPU threads for torch (default: the run's torch_threads; 0: the free cores), e.g. "
+        "1 beside a training run on a shared machine",
+    )
 
 
 def _add_held_out_arguments(parser: argparse.ArgumentParser) -> None:
@@ -500,7 +506,7 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         evaluate_fewshot_run(run_dir, tasks=args.tasks, steps=args.steps, seed=args.seed,
                              checkpoint=args.checkpoint or "best",
                              progress=not args.no_progress,
-                             data_path=args.data_path)
+                             data_path=args.data_path, torch_threads=args.torch_threads)
         return 0
     if args.data_path is not None:
         raise ConfigError("--data-path applies to few-shot runs; an RL run reads no data")
@@ -518,6 +524,7 @@ def _eval(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         device=args.device,
         batch_unit=args.batch_unit,
         task_set=args.task_set,
+        torch_threads=args.torch_threads,
     )
     return 0
 
@@ -562,6 +569,7 @@ def _video(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         shadows=args.shadows,
         progress=not args.no_progress,
         device=args.device,
+        torch_threads=args.torch_threads,
     )
     print(f"video: {path}")
     if args.gif and path.suffix.lower() != ".gif":
@@ -596,6 +604,7 @@ def _compare(args: argparse.Namespace, overrides: dict[str, str]) -> int:
         batch_unit=args.batch_unit,
         task_set=args.task_set,
         checkpoint=args.checkpoint,
+        torch_threads=args.torch_threads,
     )
     return 0
 

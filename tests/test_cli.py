@@ -204,9 +204,11 @@ def test_eval_passes_its_options(tmp_path: Path, fakes: dict[str, Any]) -> None:
         "device": None,  # None: the run's device
         "batch_unit": None,  # None: the run's batch_unit
         "task_set": None,  # None: the run's eval_task_set
+        "torch_threads": None,  # None: the run's torch_threads
     }
     assert main(["eval", str(tmp_path), "--device", "cpu", "--batch-unit", "steps",
-                 "--task-set", "maml_paper"]) == 0
+                 "--task-set", "maml_paper", "--torch-threads", "1"]) == 0
+    assert fakes["eval"][1][1]["torch_threads"] == 1
     assert fakes["eval"][1][1]["device"] == "cpu"
     assert fakes["eval"][1][1]["batch_unit"] == "steps"
     assert fakes["eval"][1][1]["task_set"] == "maml_paper"
@@ -322,6 +324,23 @@ def test_compare_passes_the_task_set_and_checkpoint(
     assert main(["compare", str(tmp_path), "--baselines", "random", "--task-set",
                  "maml_paper", "--no-progress"]) == 0
     assert main(["compare", str(tmp_path), "--baselines", "random", "--checkpoint", "last",
-                 "--no-progress"]) == 0
+                 "--torch-threads", "1", "--no-progress"]) == 0
     assert [call["task_set"] for call in calls] == ["maml_paper", None]
     assert [call["checkpoint"] for call in calls] == [None, "last"]
+    assert [call["torch_threads"] for call in calls] == [None, 1]
+
+
+def test_video_passes_the_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarl.rl import video
+
+    calls: list[dict[str, Any]] = []
+
+    def record(*args: Any, **kwargs: Any) -> Path:
+        calls.append(kwargs)
+        return tmp_path / "video.mp4"
+
+    monkeypatch.setattr(video, "record_video", record)
+    assert main(["video", str(tmp_path), "--no-progress"]) == 0
+    assert main(["video", str(tmp_path), "--torch-threads", "1", "--no-progress"]) == 0
+    assert [call["torch_threads"] for call in calls] == [None, 1]
+

@@ -40,7 +40,14 @@ def test_a_run_evaluates_its_eval_checkpoint_unless_told(tmp_path):
     own = evaluation.evaluate_run(run, progress=False)
     assert own["checkpoint"] == "last" and own["checkpoint_iteration"] == iterations["last"] == 3
     assert json.loads((run / "eval.json").read_text())["checkpoint"] == "last"
-    best = evaluation.evaluate_run(run, progress=False, checkpoint="best")
+    import torch
+
+    threads = torch.get_num_threads()
+    try:  # the run's torch_threads is 1; the argument replaces it
+        best = evaluation.evaluate_run(run, progress=False, checkpoint="best", torch_threads=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert best["checkpoint_iteration"] == iterations["best"]
     assert json.loads((run / "eval_best.json").read_text())["checkpoint"] == "best"
 

@@ -122,11 +122,12 @@ def evaluate_run(
     checkpoint: str = "best",
     progress: bool = True,
     data_path: str | None = None,
+    torch_threads: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a supervised run's checkpoint on held-out test tasks; writes
     ``RUN_DIR/eval.json`` (``eval_last.json`` for the last checkpoint; ``_interim`` added while
     the run is still training) and prints a table. ``data_path`` replaces the folder the run
-    read Omniglot from (recorded in its config).
+    read Omniglot from (recorded in its config), ``torch_threads`` its ``torch_threads``.
 
     ``tasks`` and ``steps`` default to the run's ``eval_tasks`` and ``eval_steps``; tasks come
     from a generator derived from ``seed``. ``mean`` and ``ci95`` hold the metric (query MSE,
@@ -146,7 +147,8 @@ def evaluate_run(
         raise ValueError(f"need --tasks >= 1, --steps >= 0, --seed >= 0; got {tasks}, {steps}, "
                          f"{seed}")
     payload = load_checkpoint(checkpoint_path)
-    torch.set_num_threads(resolve_threads(config.torch_threads))
+    torch.set_num_threads(resolve_threads(
+        config.torch_threads if torch_threads is None else torch_threads))
     problem = build_problem(config)
     scores = adaptation_scores(config, problem, payload["params"], "test", tasks, steps,
                                task_generator(seed, "test"), progress)

@@ -113,6 +113,7 @@ def compare_run(
     batch_unit: str | None = None,
     task_set: str | None = None,
     checkpoint: str | None = None,
+    torch_threads: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's checkpoint (``checkpoint``, default its ``eval_checkpoint``) and
     ``baselines`` on the same held-out tasks; write
@@ -127,7 +128,8 @@ def compare_run(
     by default the run's own (the CPU, with a note, where that is cuda and there is none).
     ``batch_unit`` is how the evaluation counts ``episodes`` (``TrainConfig.batch_unit``;
     default: the run's own); the pretrained baseline trains as the run did. ``task_set`` is the
-    held-out tasks (``TrainConfig.eval_task_set``; default: the run's own)."""
+    held-out tasks (``TrainConfig.eval_task_set``; default: the run's own). ``torch_threads``
+    replaces the run's ``torch_threads`` for the evaluations and the baselines' training."""
     run_dir = Path(run_dir)
     config, checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
     if config.learner == "pretrained":
@@ -142,6 +144,8 @@ def compare_run(
         from metarl.rl.oracle import check_oracle_available
 
         check_oracle_available(config)  # before hours of other work, not after
+    if torch_threads is not None:
+        config = dataclasses.replace(config, torch_threads=torch_threads)
     torch.set_num_threads(resolve_threads(config.torch_threads))
     where = evaluation_device(config.device, device)
     config = dataclasses.replace(config, device=where.type)  # the pretrained baseline's too

@@ -157,6 +157,7 @@ def evaluate_run(
     device: str | None = None,
     batch_unit: str | None = None,
     task_set: str | None = None,
+    torch_threads: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint (default: its ``eval_checkpoint``); writes
     ``RUN_DIR/eval.json`` (and a PNG for navigation) on the run's own checkpoint and tasks, and
@@ -168,7 +169,8 @@ def evaluate_run(
     ``tasks``, ``steps`` and ``episodes`` default to the run's ``eval_*`` config fields;
     ``device`` to the run's own (the CPU, with a note, where that is cuda and there is none);
     ``batch_unit`` (how ``episodes`` are counted, ``TrainConfig.batch_unit``) and ``task_set``
-    (the held-out tasks, ``TrainConfig.eval_task_set``) to the run's own.
+    (the held-out tasks, ``TrainConfig.eval_task_set``) to the run's own, and ``torch_threads``
+    to the run's ``torch_threads``.
     """
     run_dir = Path(run_dir)
     run_config, checkpoint, checkpoint_path = chosen_checkpoint(run_dir, checkpoint)
@@ -182,7 +184,8 @@ def evaluate_run(
             raise ValueError(f"--{name} must be >= {low}, got {value}")
     params, payload = load_params(checkpoint_path, config)
     params = params_to(params, evaluation_device(config.device, device))
-    torch.set_num_threads(resolve_threads(config.torch_threads))
+    torch.set_num_threads(resolve_threads(
+        config.torch_threads if torch_threads is None else torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed, progress)
     mean, ci95 = summarize(outcome["returns"])
     gain, gain_ci95 = summarize_gain(outcome["returns"])

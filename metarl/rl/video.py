@@ -529,6 +529,7 @@ def record_video(
     global_step: int = 0,
     progress: bool = False,
     device: str | None = None,
+    torch_threads: int | None = None,
 ) -> Path:
     """Render a run's meta-policy before and after 1..``steps`` inner steps on ``tasks``
     held-out tasks (seeded by ``seed``) and write the video; returns its path.
@@ -571,7 +572,8 @@ def record_video(
     if params is None:
         params = params_to(load_params(checkpoint_path, config)[0],
                            evaluation_device(config.device, device))
-    torch.set_num_threads(resolve_threads(config.torch_threads))
+    torch.set_num_threads(resolve_threads(
+        config.torch_threads if torch_threads is None else torch_threads))
     outcome = evaluate_adaptation(config, params, tasks, steps, episodes, seed)
     frames = render_adaptation(
         config.env_id, outcome["policy"], outcome["adapted"], outcome["tasks"], horizon,
