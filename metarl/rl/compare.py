@@ -32,6 +32,7 @@ from metarl.rl.evaluation import (
     batch_label,
     chosen_checkpoint,
     evaluate_adaptation,
+    other_than_own,
     steps_per_task,
     summarize,
     tasks_label,
@@ -220,10 +221,7 @@ def comparison_dir(run_dir: Path, config: TrainConfig, task_set: str | None,
     checkpoint (``eval_checkpoint``) on its own held-out tasks; another checkpoint or task set
     adds its name (``compare_last``, ``compare_maml_paper``, ``compare_last_maml_paper``), as
     ``metarl eval`` names its files, so that no comparison replaces or refuses another's."""
-    suffix = ("" if checkpoint is None or checkpoint == config.eval_checkpoint
-              else f"_{checkpoint}")
-    suffix += "" if task_set is None or task_set == config.eval_task_set else f"_{task_set}"
-    return run_dir / f"compare{suffix}"
+    return run_dir / f"compare{other_than_own(config, checkpoint, task_set)}"
 
 
 # What a comparison written before a protocol key existed did: it counted episodes, on tasks

@@ -104,6 +104,15 @@ def chosen_checkpoint(run_dir: Path,
     return config, checkpoint, path
 
 
+def other_than_own(config: TrainConfig, checkpoint: str | None, task_set: str | None) -> str:
+    """The name part of an evaluation's files (``eval_last.json``) and of a comparison's folder
+    (``compare_last_maml_paper``): ``_<checkpoint>`` and ``_<task set>`` for each that is not
+    the run's own (None: the run's own), so that no result replaces another."""
+    return ("" if checkpoint is None or checkpoint == config.eval_checkpoint
+            else f"_{checkpoint}") + (
+        "" if task_set is None or task_set == config.eval_task_set else f"_{task_set}")
+
+
 def with_protocol(config: TrainConfig, batch_unit: str | None,
                   task_set: str | None) -> TrainConfig:
     """``config`` counting its batches in ``batch_unit`` and evaluating on ``task_set`` (None:
@@ -217,10 +226,8 @@ def evaluate_run(
         success_mean, success_ci95 = summarize(outcome["success"])
         result["success_rate"] = {"mean": success_mean, "ci95": success_ci95,
                                   "per_task": outcome["success"].T.tolist()}
-    suffix = (("" if checkpoint == run_config.eval_checkpoint else f"_{checkpoint}")
-              + ("" if config.eval_task_set == run_config.eval_task_set
-                 else f"_{config.eval_task_set}")
-              + ("_interim" if live else ""))
+    suffix = other_than_own(run_config, checkpoint, config.eval_task_set) + (
+        "_interim" if live else "")
     write_json(run_dir / f"eval{suffix}.json", result)
     print(format_table(result))
     print(f"results: {run_dir / f'eval{suffix}.json'}")
