@@ -101,6 +101,7 @@ def test_other_learners_time_their_own_update(name: str) -> None:
 def test_bench_reports_the_learner_it_timed() -> None:
     result = run_bench(TrainConfig(**TINY, **LEARNERS["reptile"]), iterations=1, repeats=1)
     assert result["learner"] == "reptile" and result["first_order"] is False
+    assert result["curvature_dtype"] == "float32"
     assert set(result["meta_gradient_seconds"]) == {"reptile"}
     assert "meta_gradient_ratio_to_batched_all" not in result
     fomaml = run_bench(TrainConfig(**TINY, **LEARNERS["fomaml"]), iterations=1, repeats=1)
@@ -108,6 +109,9 @@ def test_bench_reports_the_learner_it_timed() -> None:
     assert set(fomaml["meta_gradient_ratio_to_batched_all"]) == set(
         fomaml["meta_gradient_seconds"])
     assert "physics_floor_seconds" not in fomaml  # 2D navigation has no physics engine
+    bfloat16 = run_bench(TrainConfig(**TINY, curvature_dtype="bfloat16"), iterations=1,
+                         repeats=1)
+    assert bfloat16["curvature_dtype"] == "bfloat16"
 
 
 def test_bench_sets_mujoco_sampling_against_the_physics_floor() -> None:

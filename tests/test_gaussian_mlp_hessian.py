@@ -8,7 +8,7 @@ from metarl.config import TrainConfig
 from metarl.core.categorical import CategoricalMLPPolicy
 from metarl.core.episodes import StepBatch
 from metarl.core.estimators import inner_loss_for, reinforce_loss
-from metarl.core.gaussian_mlp_hessian import gaussian_mlp_reinforce_hessian
+from metarl.core.gaussian_mlp_hessian import gaussian_mlp_reinforce_hessian, padded_steps
 from metarl.core.inner_hessian import autograd_inner_hessian
 from metarl.core.policies import GaussianMLPPolicy
 from metarl.rl.objective import MetaObjective
@@ -108,3 +108,80 @@ def test_categorical_policies_keep_autograds_products() -> None:
     policy = CategoricalMLPPolicy(OBS, 4, (5,))
     objective = MetaObjective.for_config(TrainConfig(hidden_sizes=(5,)), policy)
     assert "autograd" in objective.inner_hessian.__qualname__
+
+
+def _relative_error(products: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    difference = torch.cat([(a.double() - b).flatten() for a, b in zip(products, reference)])
+    return float(difference.norm() / torch.cat([b.flatten() for b in reference]).norm())
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_bfloat16_products_are_close_to_float64s(activation: str) -> None:
+    """The products in bfloat16 (inputs float32, as in training) land within bfloat16's
+    rounding of the float64 products, and come back in the vectors' dtype; float32's are
+    a thousand times closer, so the bfloat16 ones did compute in bfloat16."""
+    policy = GaussianMLPPolicy(OBS, ACT, (16, 16), activation, init_log_std=-0.4).double()
+    params, support = _per_task_params(policy, 10), _support(11)
+    g = torch.Generator().manual_seed(12)
+    vectors = [torch.randn(v.shape, generator=g, dtype=torch.float64) for v in params.values()]
+    reference = gaussian_mlp_reinforce_hessian(activation)(params, support, True).product(vectors)
+
+    def single(tree: dict[str, torch.Tensor] | list[torch.Tensor]) -> list[torch.Tensor]:
+        values = tree.values() if isinstance(tree, dict) else tree
+        return [v.float() for v in values]
+
+    support32 = StepBatch(*(x.float() for x in support))
+    params32 = dict(zip(params, single(params)))
+    errors = {}
+    for dtype in (None, torch.bfloat16):
+        step = gaussian_mlp_reinforce_hessian(activation, dtype)(params32, support32, True)
+        products = step.product(single(vectors))
+        assert all(p.dtype == torch.float32 for p in products)
+        assert all(a.dtype == torch.float32 for a in step.gradient)
+        errors[dtype] = _relative_error(products, reference)
+    assert errors[None] < 1e-6
+    assert 1e-5 < errors[torch.bfloat16] < 2e-2
+
+
+def test_objective_computes_the_curvature_in_the_configs_dtype() -> None:
+    """``curvature_dtype: bfloat16`` reaches the products (they differ from float32's by
+    bfloat16's rounding, not float32's); the gradient is float32's either way."""
+    policy = GaussianMLPPolicy(OBS, ACT, (16,), "relu")
+    g = torch.Generator().manual_seed(13)
+    params = {k: v.unsqueeze(0) + 0.3 * torch.randn(N, *v.shape, generator=g)
+              for k, v in policy.initial_params().items()}
+    support = StepBatch(*(x.float() for x in _support(14)))
+    vectors = [torch.randn(v.shape, generator=g) for v in params.values()]
+    steps = {name: MetaObjective.for_config(
+        TrainConfig(hidden_sizes=(16,), activation="relu", curvature_dtype=name), policy
+    ).inner_hessian(params, support, True) for name in ("float32", "bfloat16")}
+    float32, bfloat16 = (steps[name].product(vectors) for name in ("float32", "bfloat16"))
+    error = _relative_error(bfloat16, [p.double() for p in float32])
+    assert 1e-5 < error < 2e-2
+    for a, b in zip(steps["float32"].gradient, steps["bfloat16"].gradient):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_bfloat16_curvature_needs_the_hand_written_products() -> None:
+    with pytest.raises(ValueError, match="curvature_dtype must be 'float32' with estimator"):
+        TrainConfig(estimator="dice", curvature_dtype="bfloat16")
+    with pytest.raises(ValueError, match="curvature_dtype must be one of"):
+        TrainConfig(curvature_dtype="float16")
+    config = TrainConfig(hidden_sizes=(5,), curvature_dtype="bfloat16")
+    with pytest.raises(ValueError, match="set curvature_dtype: float32"):
+        MetaObjective.for_config(config, CategoricalMLPPolicy(OBS, 4, (5,)))
+
+
+def test_padded_steps_change_neither_gradient_nor_products() -> None:
+    """The masked steps that bfloat16's builder appends (to meet few shapes) weigh nothing."""
+    policy = GaussianMLPPolicy(OBS, ACT, (5, 4), "relu", init_log_std=-0.4).double()
+    params, support = _per_task_params(policy, 15), _support(16)
+    padded = padded_steps(support, 8)
+    assert padded.mask.shape[-1] == 16 and padded.observations.shape[-2] == 16
+    assert padded_steps(padded, 8) is padded
+    build = gaussian_mlp_reinforce_hessian("relu")
+    vectors = [torch.randn_like(v) for v in params.values()]
+    own, with_padding = build(params, support, True), build(params, padded, True)
+    for a, b in zip(own.gradient + own.product(vectors),
+                    with_padding.gradient + with_padding.product(vectors)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -78,6 +78,7 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
         "outer": config.outer,
         "learner": config.learner,
         "first_order": config.first_order_meta_gradient,
+        "curvature_dtype": config.curvature_dtype,
         "torch_threads": threads,
         "device": device,
         "iterations_timed": len(per_iteration),

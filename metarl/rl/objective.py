@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from metarl.config import TrainConfig
@@ -16,6 +17,10 @@ from metarl.core.inner_hessian import InnerHessianBuilder, autograd_inner_hessia
 from metarl.core.linalg import Params
 from metarl.core.maml import MetaBatch, QueryLoss, query_loss_and_kl, surrogate_loss
 from metarl.core.policies import GaussianMLPPolicy
+
+# the config's curvature_dtype: the dtype of the curvature's Hessian-vector products (None: the
+# parameters' own)
+CURVATURE_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -44,7 +49,14 @@ class MetaObjective:
 def inner_hessian_for(config: TrainConfig, policy: Policy, inner_loss: InnerLoss
                       ) -> InnerHessianBuilder:
     """The hand-written products where they apply (the original MAML-RL loss of a Gaussian MLP
-    policy: the presets' case, and faster), autograd's for every other estimator and policy."""
+    policy: the presets' case, and faster), in the config's ``curvature_dtype``; autograd's
+    for every other estimator and policy, which take float32 only."""
+    dtype = CURVATURE_DTYPES[config.curvature_dtype]
     if config.estimator == "maml" and isinstance(policy, GaussianMLPPolicy):
-        return gaussian_mlp_reinforce_hessian(policy.activation)
+        return gaussian_mlp_reinforce_hessian(policy.activation, dtype)
+    if dtype is not None:
+        raise ValueError(
+            f"curvature_dtype {config.curvature_dtype} needs a Gaussian policy (this "
+            f"environment's actions are discrete): set curvature_dtype: float32"
+        )
     return autograd_inner_hessian(inner_loss)
