@@ -277,3 +277,16 @@ def test_a_cuda_run_saves_cpu_checkpoints_and_resumes_and_evaluates_on_the_cpu(
     on_gpu = evaluate_run(run, checkpoint="last", progress=False, device="cuda")
     on_cpu = evaluate_run(run, checkpoint="last", progress=False, device="cpu")
     assert on_gpu["mean"] == pytest.approx(on_cpu["mean"], rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize("has_bfloat16", [True, False])
+def test_bfloat16_curvature_on_a_cpu_without_it_gets_a_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], has_bfloat16: bool
+) -> None:
+    """Emulated bfloat16 products are slower than float32's: the run says so, once, and runs."""
+    monkeypatch.setattr(device_module, "cpu_has_bfloat16_arithmetic", lambda: has_bfloat16)
+    for dtype in ("float32", "bfloat16"):
+        with MetaLearner(tiny(curvature_dtype=dtype)):
+            pass
+    notes = capsys.readouterr().err.count("--curvature-dtype float32 is faster here")
+    assert notes == (0 if has_bfloat16 else 1)

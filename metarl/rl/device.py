@@ -21,6 +21,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_has_bfloat16_arithmetic() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), as torch
+    reports them (the tests replace this to pretend either way)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def note_slow_bfloat16(curvature_dtype: str, device: torch.device) -> None:
+    """One line on stderr when ``curvature_dtype: bfloat16`` runs on a CPU that emulates
+    bfloat16: there the curvature's products were slower than in float32 (1.2 times with
+    AVX-512 alone, 11 times with AVX2 alone, docs/results/speed.md)."""
+    if curvature_dtype == "bfloat16" and device.type == "cpu" and not cpu_has_bfloat16_arithmetic():
+        print("note: curvature_dtype bfloat16 on a CPU without bfloat16 instructions (AVX512-BF16 "
+              "or AMX) is slower than float32; --curvature-dtype float32 is faster here",
+              file=sys.stderr)
+
+
 def resolve_device(requested: str) -> torch.device:
     """The device ``requested`` names: ``cpu``, ``cuda``, or ``auto`` (CUDA when available).
 

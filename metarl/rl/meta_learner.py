@@ -27,7 +27,7 @@ from metarl.core.maml import MetaBatch, QueryBatch
 from metarl.envs import Task, make_task_vector_env
 from metarl.rl.advantages import advantages_batch
 from metarl.rl.combination import check_combination
-from metarl.rl.device import resolve_device
+from metarl.rl.device import note_slow_bfloat16, resolve_device
 from metarl.rl.learners import learner_class
 from metarl.rl.objective import MetaObjective
 from metarl.rl.outer_steps import outer_step_class
@@ -47,6 +47,7 @@ class MetaLearner:
     def __init__(self, config: TrainConfig) -> None:
         self.config = check_combination(config)
         self.device = resolve_device(config.device)  # no CUDA here: one line, nothing built
+        note_slow_bfloat16(config.curvature_dtype, self.device)
         self.env = make_task_vector_env(
             config.env_id, config.meta_batch_size * config.episodes_per_task, config.physics,
             action_space=config.action_space,
