@@ -58,7 +58,7 @@ OUT_OF_RANGE = [
     ("hidden_sizes", "[64, 0]", "a list of integers >= 1"),
     ("activation", "sigmoid", "one of"), ("outer", "sgdm", "one of"),
     ("physics", "mujoco", "one of"), ("action_space", "normalised", "one of"),
-    ("estimator", "reinforce", "one of"),
+    ("estimator", "reinforce", "one of"), ("curvature_dtype", "float16", "one of"),
     ("learner", "anil", "one of"), ("sampler", "mpi", "one of"), ("device", "tpu", "one of"),
     ("env_id", "' '", "a non-empty string"),
 ]
@@ -90,6 +90,12 @@ CASES: dict[str, Case] = {
                                text="estimator dice shapes second-order terms"),
     "first-order maml with lvc": _fresh("navigation2d", "--first-order", "true", "--estimator",
                                         "lvc", text="learner maml with first_order does not"),
+    "bfloat16 curvature with dice": _fresh("navigation2d", "--estimator", "dice",
+                                           "--curvature-dtype", "bfloat16",
+                                           text="curvature_dtype must be 'float32' with"),
+    "bfloat16 curvature for discrete actions": _fresh(
+        "bandit_k5", "--curvature-dtype", "bfloat16",
+        text="needs a Gaussian policy (this environment's actions are discrete)"),
     "reptile first-order": _fresh("navigation2d", "--learner", "reptile", "--outer", "adam",
                                   "--first-order", "true", text="first_order applies to maml"),
     # environments and data
