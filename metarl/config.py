@@ -120,8 +120,8 @@ class TrainConfig:
             curvature (each with all its support steps, so the curvature stays exact on the
             subsample); below 1 it saves the Hessian-vector products through the adaptation.
         curvature_dtype: the arithmetic of the Hessian-vector products through the adaptation
-            inside TRPO's curvature: "float32", or "bfloat16" (their matrix products about three
-            times as fast on CPUs with AVX512-BF16, a relative error of a few thousandths; the
+            inside TRPO's curvature: "float32", or "bfloat16" (a product 2.2 to 2.4 times as fast
+            on a CPU with AVX512-BF16, slower on one without, a relative error of 2.5e-3; the
             gradient, the line search and its KL check stay in float32). "bfloat16" needs the
             hand-written products: the "maml" estimator and a Gaussian policy.
         meta_grad_chunk: tasks per chunk when computing the meta-objective and its gradient;
