@@ -102,6 +102,7 @@ def test_bench_reports_the_learner_it_timed() -> None:
     result = run_bench(TrainConfig(**TINY, **LEARNERS["reptile"]), iterations=1, repeats=1)
     assert result["learner"] == "reptile" and result["first_order"] is False
     assert result["curvature_dtype"] == "float32"
+    assert isinstance(result["cpu_bfloat16"], bool)
     assert set(result["meta_gradient_seconds"]) == {"reptile"}
     assert "meta_gradient_ratio_to_batched_all" not in result
     fomaml = run_bench(TrainConfig(**TINY, **LEARNERS["fomaml"]), iterations=1, repeats=1)

@@ -20,6 +20,7 @@ from metarl.config import TrainConfig, resolve_threads
 from metarl.core.linalg import Params
 from metarl.core.maml import GradientMode, MetaBatch, meta_gradient
 from metarl.envs.base import usable_cores
+from metarl.rl.device import cpu_has_bfloat16_arithmetic
 from metarl.rl.meta_learner import MetaLearner
 from metarl.rl.throughput import physics_limit
 from metarl.run.resources import peak_rss_mb
@@ -79,6 +80,8 @@ def run_bench(config: TrainConfig, iterations: int = 5, repeats: int = 3) -> dic
         "learner": config.learner,
         "first_order": config.first_order_meta_gradient,
         "curvature_dtype": config.curvature_dtype,
+        # whether this CPU has bfloat16 instructions, where curvature_dtype bfloat16 pays off
+        "cpu_bfloat16": cpu_has_bfloat16_arithmetic(),
         "torch_threads": threads,
         "device": device,
         "iterations_timed": len(per_iteration),
