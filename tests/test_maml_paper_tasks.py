@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metarl.config import _TASK_SETS, ConfigError, TrainConfig
+from metarl.config import _TASK_SETS, ConfigError, TrainConfig, load_config
 from metarl.envs import TASK_SETS, held_out_tasks, make_task_vector_env
-from metarl.envs.maml_paper_tasks import maml_paper_test_tasks
+from metarl.envs.maml_paper_tasks import has_maml_paper_test_tasks, maml_paper_test_tasks
 from metarl.rl import evaluation
 
 PER_TASK = Path(__file__).resolve().parents[1] / "experiments" / "maml_paper_per_task.json"
@@ -77,6 +77,16 @@ def test_held_out_tasks_ignore_the_seed_only_for_the_papers_set():
                for seed in (0, 1000)]
     assert paper[0] == paper[1] == maml_paper_test_tasks("metarl/Navigation2D-v0", 5)
     assert sampled[0] != sampled[1] and sampled[0] != paper[0]
+
+
+@pytest.mark.parametrize("preset", ["navigation2d", "halfcheetah_vel_paper",
+                                    "halfcheetah_dir_paper", "ant_vel_paper", "ant_dir_paper",
+                                    "ant_vel_paper_cpu", "ant_dir_paper_cpu"])
+def test_paper_presets_evaluate_on_the_papers_test_tasks(preset: str) -> None:
+    """Every preset of the paper's settings whose family has the paper's test tasks uses them."""
+    config = load_config(Path(__file__).resolve().parents[1] / "experiments" / f"{preset}.yaml")
+    assert has_maml_paper_test_tasks(config.env_id)
+    assert config.eval_task_set == "maml_paper"
 
 
 def test_config_checks_the_task_set():
