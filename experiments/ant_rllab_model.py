@@ -24,7 +24,6 @@ random policy is what this measures; a trained gait may be more or less sensitiv
 from __future__ import annotations
 
 import argparse
-import os
 
 import gymnasium
 import mujoco
@@ -94,7 +93,6 @@ def main() -> None:
                         help="AntVel's goal velocity (the paper's tasks: U[0, 3])")
     parser.add_argument("--horizon", type=int, default=200)
     args = parser.parse_args()
-    os.environ.setdefault("MUJOCO_GL", "egl")
     gymnasium.logger.min_level = 40  # the environment's own warnings are not this script's
     results = {name: run_episodes(name, args.episodes, args.velocity, args.horizon)
                for name in VARIANTS}
