@@ -283,7 +283,8 @@ def test_a_cuda_run_saves_cpu_checkpoints_and_resumes_and_evaluates_on_the_cpu(
 def test_bfloat16_curvature_on_a_cpu_without_it_gets_a_note(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], has_bfloat16: bool
 ) -> None:
-    """Emulated bfloat16 products are slower than float32's: the run says so, once, and runs."""
+    """Emulated bfloat16 products are slower than float32's: building the learner says so,
+    once, only where the CPU lacks bfloat16 and only for curvature_dtype bfloat16."""
     monkeypatch.setattr(device_module, "cpu_has_bfloat16_arithmetic", lambda: has_bfloat16)
     for dtype in ("float32", "bfloat16"):
         with MetaLearner(tiny(curvature_dtype=dtype)):
