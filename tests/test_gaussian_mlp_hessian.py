@@ -4,14 +4,14 @@ against autograd's, in float64, and the objective's choice between them."""
 import pytest
 import torch
 
-from metarl.config import TrainConfig
+from metarl.config import _CURVATURE_DTYPES, TrainConfig
 from metarl.core.categorical import CategoricalMLPPolicy
 from metarl.core.episodes import StepBatch
 from metarl.core.estimators import inner_loss_for, reinforce_loss
 from metarl.core.gaussian_mlp_hessian import gaussian_mlp_reinforce_hessian, padded_steps
 from metarl.core.inner_hessian import autograd_inner_hessian
 from metarl.core.policies import GaussianMLPPolicy
-from metarl.rl.objective import MetaObjective
+from metarl.rl.objective import CURVATURE_DTYPES, MetaObjective
 
 N, M, OBS, ACT = 3, 9, 3, 2
 
@@ -163,6 +163,7 @@ def test_objective_computes_the_curvature_in_the_configs_dtype() -> None:
 
 
 def test_bfloat16_curvature_needs_the_hand_written_products() -> None:
+    assert tuple(CURVATURE_DTYPES) == _CURVATURE_DTYPES
     with pytest.raises(ValueError, match="curvature_dtype must be 'float32' with estimator"):
         TrainConfig(estimator="dice", curvature_dtype="bfloat16")
     with pytest.raises(ValueError, match="curvature_dtype must be one of"):

@@ -121,13 +121,15 @@ def gaussian_mlp_reinforce_hessian(activation: str, dtype: torch.dtype | None = 
                 upstream[i - 1] = torch.bmm(delta, weights[i])
                 delta = upstream[i - 1] * slopes[i - 1]
 
-        # what the products reuse, in their dtype; the output layer's terms stay as they are
+        # what the products reuse, in their dtype; the output layer's terms stay as they are,
+        # and only tanh's second derivative needs the upstream terms
         inputs = [rounded(x) for x in inputs]
         weights = [rounded(w) for w in weights]
         slopes = [rounded(x) for x in slopes]
-        curvatures = [rounded(x) for x in curvatures]
         deltas = {i: rounded(x) for i, x in deltas.items()}
-        upstream = {i: rounded(x) for i, x in upstream.items()}
+        if activation == "tanh":
+            curvatures = [rounded(x) for x in curvatures]
+            upstream = {i: rounded(x) for i, x in upstream.items()}
 
         def product(vectors: list[Tensor]) -> list[Tensor]:
             result_dtype = vectors[0].dtype
